@@ -1,0 +1,108 @@
+"""Batch-wise input transforms on tensors: uint8 images in, model-ready float tensors out.
+
+Everything here acts on a whole batch at once (no per-sample Python), so the same code runs on the
+CPU and the GPU. A task's pipeline is a :class:`Compose`; the random parts take an explicit
+``torch.Generator`` so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Transform:
+    """``transform(x, train, generator) -> x'``; ``train`` switches augmentation on."""
+
+    def __call__(self, x: torch.Tensor, train: bool = False, generator: torch.Generator | None = None):
+        raise NotImplementedError  # abstract base
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+
+class Compose(Transform):
+    def __init__(self, *steps: Transform) -> None:
+        self.steps = [s for s in steps if s is not None]
+
+    def __call__(self, x, train=False, generator=None):
+        for step in self.steps:
+            x = step(x, train, generator)
+        return x
+
+    def output_shape(self, shape):
+        for step in self.steps:
+            shape = step.output_shape(shape)
+        return shape
+
+    def then(self, *steps: Transform) -> Compose:
+        return Compose(*self.steps, *steps)
+
+
+class ToFloat(Transform):
+    """uint8 [0, 255] -> float [0, 1]; optionally standardised with per-channel mean/std."""
+
+    def __init__(self, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
+        self.mean = None if mean is None else torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = None if std is None else torch.tensor(std).view(1, -1, 1, 1)
+
+    def __call__(self, x, train=False, generator=None):
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if self.mean is not None and x.dim() == 4:
+            x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return x
+
+
+class Pad(Transform):
+    """Zero padding on every side (e.g. MNIST 28x28 -> 32x32 with ``pad=2``)."""
+
+    def __init__(self, pad: int) -> None:
+        self.pad = pad
+
+    def __call__(self, x, train=False, generator=None):
+        return torch.nn.functional.pad(x, (self.pad,) * 4)
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        return (c, h + 2 * self.pad, w + 2 * self.pad)
+
+
+class PermutePixels(Transform):
+    """A fixed permutation of the pixel positions (same for every channel), as in permuted MNIST."""
+
+    def __init__(self, permutation: torch.Tensor) -> None:
+        self.permutation = permutation
+
+    def __call__(self, x, train=False, generator=None):
+        n, c, h, w = x.shape
+        flat = x.reshape(n, c, h * w)
+        return flat[:, :, self.permutation.to(x.device)].reshape(n, c, h, w)
+
+
+class RandomCropFlip(Transform):
+    """Random crop after zero padding (``pad`` pixels) and, if ``flip``, a random horizontal flip.
+
+    Offsets are drawn per sample and applied with one gather, so a batch costs a few tensor ops.
+    """
+
+    def __init__(self, pad: int = 4, flip: bool = True) -> None:
+        self.pad = pad
+        self.flip = flip
+
+    def __call__(self, x, train=False, generator=None):
+        if not train:
+            return x
+        n, c, h, w = x.shape
+        dev = x.device
+        if self.pad:
+            padded = torch.nn.functional.pad(x, (self.pad,) * 4)
+            dy = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator).to(dev)
+            dx = torch.randint(0, 2 * self.pad + 1, (n, 1), generator=generator).to(dev)
+            rows = (dy + torch.arange(h, device=dev)).view(n, 1, h, 1)
+            cols = (dx + torch.arange(w, device=dev)).view(n, 1, 1, w)
+            batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
+            chans = torch.arange(c, device=dev).view(1, c, 1, 1)
+            x = padded[batch, chans, rows, cols]
+        if self.flip:
+            mask = (torch.rand(n, generator=generator) < 0.5).to(dev).view(n, 1, 1, 1)
+            x = torch.where(mask, x.flip(3), x)
+        return x

@@ -1,0 +1,8 @@
+"""Memories of past tasks: episodic buffers and generative models (VAE, WGAN-GP pieces)."""
+
+from .buffer import EpisodicBuffer
+from .gan import critic_loss, generator_loss, gradient_penalty
+from .vae import VAE, Decoder, Encoder, reparameterise, vae_loss
+
+__all__ = ["VAE", "Decoder", "Encoder", "EpisodicBuffer", "critic_loss", "generator_loss", "gradient_penalty",
+           "reparameterise", "vae_loss"]

@@ -1,0 +1,175 @@
+"""Feature extractors used by the papers, each exposing ``out_features`` (the width of its output).
+
+Heads are separate (:mod:`forgetless.nn.heads`) so that a method chooses one head over every class or
+one head per task. ``create(name, input_shape, **options)`` builds a backbone by name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, choices
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network on the flattened input (default 400-400, van de Ven & Tolias)."""
+
+    def __init__(self, input_shape: Sequence[int], hidden: Sequence[int] = (400, 400)) -> None:
+        super().__init__()
+        sizes = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in itertools.pairwise(sizes):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.layers = nn.Sequential(*layers)
+        self.out_features = sizes[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SimpleCNN(nn.Module):
+    """The CCGN paper's SimpleCNN: three conv layers of ``channels`` filters with ReLU, 2x2 max-pooling
+    after the first two, global average pooling (Abati et al., 2020, Sec. 4.1)."""
+
+    def __init__(self, input_shape: Sequence[int], channels: int = 100, kernel_size: int = 3) -> None:
+        super().__init__()
+        c = input_shape[0]
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(c, channels, kernel_size, padding=pad)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
+        self.conv3 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
+        self.pool = nn.MaxPool2d(2)
+        self.out_features = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = torch.relu(self.conv3(x))
+        return x.mean(dim=(2, 3))
+
+
+class ZenkeCNN(nn.Module):
+    """The CIFAR network of Zenke et al. (2017), used by SpaceNet: conv 32-32-64-64 (3x3; 'same' then
+    'valid' padding in each pair, as in the Keras CIFAR-10 example it follows), 2x2 max-pool after each
+    pair, then a 512-unit fully connected layer. Dropout is optional (SpaceNet uses none)."""
+
+    def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (32, 32, 64, 64), fc: int = 512,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        a, b, cc, d = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(c, a, 3, padding=1), nn.ReLU(), nn.Conv2d(a, b, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Dropout(dropout / 2), nn.Conv2d(b, cc, 3, padding=1), nn.ReLU(), nn.Conv2d(cc, d, 3), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Dropout(dropout / 2), nn.Flatten(),
+        )
+        side_h, side_w = ((h - 2) // 2 - 2) // 2, ((w - 2) // 2 - 2) // 2
+        self.fc = nn.Sequential(nn.Linear(d * side_h * side_w, fc), nn.ReLU(), nn.Dropout(dropout))
+        self.out_features = fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet for small images: 3x3 stem without max-pooling, stages of basic blocks, global pooling.
+
+    ``resnet18``: stages (2, 2, 2, 2) of width w, 2w, 4w, 8w (w = 64; 20 gives the 'reduced' ResNet-18
+    of GEM/A-GEM). ``resnet32``: He et al.'s CIFAR ResNet, stages (5, 5, 5) of width 16, 32, 64.
+    """
+
+    def __init__(self, input_shape: Sequence[int], blocks: Sequence[int], width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages, planes, in_planes = [], width, width
+        for i, n in enumerate(blocks):
+            stride = 1 if i == 0 else 2
+            layers = []
+            for j in range(n):
+                layers.append(BasicBlock(in_planes, planes, stride if j == 0 else 1))
+                in_planes = planes
+            stages.append(nn.Sequential(*layers))
+            planes *= 2
+        self.stages = nn.Sequential(*stages)
+        self.out_features = in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        return self.stages(x).mean(dim=(2, 3))
+
+
+def _mlp(input_shape, hidden=(400, 400), **_):
+    return MLP(input_shape, hidden)
+
+
+def _simple_cnn(input_shape, width=None, **_):
+    return SimpleCNN(input_shape, channels=width or 100)
+
+
+def _zenke(input_shape, width=None, **_):
+    w = width or 32
+    return ZenkeCNN(input_shape, channels=(w, w, 2 * w, 2 * w))
+
+
+def _resnet18(input_shape, width=None, **_):
+    return ResNet(input_shape, (2, 2, 2, 2), width or 64)
+
+
+def _resnet32(input_shape, width=None, **_):
+    return ResNet(input_shape, (5, 5, 5), width or 16)
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": _mlp,
+    "simple-cnn": _simple_cnn,
+    "zenke-cnn": _zenke,
+    "resnet18": _resnet18,
+    "resnet32": _resnet32,
+}
+
+
+def create(name: str, input_shape: Sequence[int], **options) -> nn.Module:
+    """Build backbone ``name``; options: ``hidden`` (mlp sizes), ``width`` (CNN base width)."""
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; valid: {choices(BACKBONES)}")
+    if name != "mlp" and len(input_shape) != 3:
+        raise ConfigError(f"backbone {name!r} needs image inputs (C x H x W), got shape {tuple(input_shape)}")
+    return BACKBONES[name](tuple(input_shape), **options)
+
+
+def feature_width(module: nn.Module, input_shape: Sequence[int]) -> int:
+    """``module.out_features`` if declared, else measured with one dummy forward pass."""
+    width = getattr(module, "out_features", None)
+    if isinstance(width, int):
+        return width
+    with torch.no_grad():
+        was_training = module.training
+        module.eval()
+        out = module(torch.zeros(1, *input_shape))
+        module.train(was_training)
+    return int(out.flatten(1).shape[1])

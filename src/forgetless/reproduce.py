@@ -1,0 +1,179 @@
+"""``forgetless reproduce CONFIG``: run the rows of a published table and print ours beside the paper's.
+
+A config is YAML::
+
+    title: Split MNIST, Table 1 of von Oswald et al. (2020)
+    source: 003_e0797c0d24809c92.txt, Table 1
+    seeds: [0, 1, 2]
+    metric: final_accuracy          # default metric of every row (see METRICS)
+    defaults:                       # shared by every row; a row's own keys win
+      benchmark: split-mnist
+      bench: {}
+      set: {iterations: 2000}
+    runs:
+      - label: S-CL1 HNET
+        method: hnet
+        scenario: task
+        set: {beta: 0.01}
+        paper: 99.79                # or {mean: 99.79, std: 0.01}; percent for accuracies
+
+Every row becomes one ``forgetless run`` per seed under ``OUT/<label>/seed-<s>`` (finished runs are
+reused), so a reproduction interrupted half-way continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import io as fio
+from .compare import mean_std, run_many
+from .errors import ConfigError
+
+PERCENT_METRICS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"}
+OTHER_METRICS = {"macs_per_sample", "final_mse"}
+ROW_KEYS = {"label", "method", "benchmark", "scenario", "set", "bench", "paper", "metric", "seeds", "note"}
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def find_config(name: str) -> Path:
+    """A path, or the name of a file in the repository's ``configs/`` (with or without .yaml)."""
+    for candidate in (Path(name), CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    available = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+    raise ConfigError(f"reproduction config {name!r} not found; valid: {', '.join(available) or 'a YAML path'}")
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            conf = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(conf, dict) or not isinstance(conf.get("runs"), list) or not conf["runs"]:
+        raise ConfigError(f"{path}: a reproduction config needs a non-empty 'runs' list")
+    defaults = conf.get("defaults", {}) or {}
+    rows = []
+    for i, row in enumerate(conf["runs"]):
+        unknown = set(row) - ROW_KEYS
+        if unknown:
+            raise ConfigError(f"{path}: run {i + 1} has unknown keys {sorted(unknown)}; valid: {sorted(ROW_KEYS)}")
+        merged = {**{k: v for k, v in defaults.items() if k not in ("set", "bench")}, **row}
+        merged["set"] = {**(defaults.get("set") or {}), **(row.get("set") or {})}
+        merged["bench"] = {**(defaults.get("bench") or {}), **(row.get("bench") or {})}
+        merged.setdefault("metric", conf.get("metric", "final_accuracy"))
+        merged.setdefault("scenario", "class")
+        merged.setdefault("seeds", conf.get("seeds", [0]))
+        for key in ("label", "method", "benchmark"):
+            if key not in merged:
+                raise ConfigError(f"{path}: run {i + 1} lacks {key!r}")
+        _metric_value({}, merged["metric"], check_only=True)
+        rows.append(merged)
+    conf["rows"] = rows
+    return conf
+
+
+def _metric_value(result: dict[str, Any], metric: str, check_only: bool = False) -> float | None:
+    """``metric`` of one run; ``A5`` is the average accuracy over tasks 1..5 after task 5 (DGM's A_t)."""
+    m = re.fullmatch(r"A(\d+)", metric)
+    if not m and metric not in PERCENT_METRICS | OTHER_METRICS:
+        valid = ", ".join(sorted(PERCENT_METRICS | OTHER_METRICS))
+        raise ConfigError(f"unknown metric {metric!r}; valid: A<t>, {valid}")
+    if check_only:
+        return None
+    if m:
+        t = int(m.group(1))
+        rows = result.get("accuracy") or []
+        return sum(rows[t - 1][:t]) / t if len(rows) >= t else None
+    return result.get(metric)
+
+
+def is_percent(metric: str) -> bool:
+    return metric in PERCENT_METRICS or bool(re.fullmatch(r"A\d+", metric))
+
+
+def command(row: dict[str, Any], seed: int, out: Path) -> str:
+    parts = ["forgetless", "run", "--method", row["method"], "--benchmark", row["benchmark"], "--scenario",
+             row["scenario"], "--seed", str(seed)]
+    for flag, values in (("--set", row["set"]), ("--bench", row["bench"])):
+        for k, v in values.items():
+            v = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+            parts += [flag, f"{k}={v}"]
+    parts += ["--out", str(out)]
+    return shlex.join(parts)
+
+
+def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None = None, only: str | None = None,
+              overrides: dict[str, Any] | None = None, bench_overrides: dict[str, Any] | None = None,
+              dry_run: bool = False, workers: int = 1, **run_kwargs: Any) -> dict[str, Any]:
+    path = find_config(name)
+    conf = load_config(path)
+    out = Path(out) if out is not None else Path("runs") / "reproduce" / path.stem
+    rows = [r for r in conf["rows"] if only is None or only.lower() in r["label"].lower()]
+    if not rows:
+        raise ConfigError(f"--only {only!r} matches no row; rows: {', '.join(r['label'] for r in conf['rows'])}")
+    jobs, owners = [], []
+    for row in rows:
+        row["set"] = {**row["set"], **(overrides or {})}
+        row["bench"] = {**row["bench"], **(bench_overrides or {})}
+        row_seeds = seeds if seeds is not None else row["seeds"]
+        row["commands"] = []
+        for s in row_seeds:
+            run_out = out / _slug(row["label"]) / f"seed-{s}"
+            row["commands"].append(command(row, s, run_out))
+            jobs.append(dict(method=row["method"], benchmark=row["benchmark"], scenario=row["scenario"], seed=s,
+                             config=row["set"], bench_options=row["bench"], out=run_out, **run_kwargs))
+            owners.append(row)
+    if dry_run:
+        for row in rows:
+            print("\n".join(row["commands"]))
+        return {"rows": rows}
+    results = run_many(jobs, workers)
+    for row in rows:
+        row["results"] = [r for r, o in zip(results, owners, strict=True) if o is row]
+        values = [_metric_value(r, row["metric"]) for r in row["results"]]
+        row["ours"] = mean_std([v for v in values if v is not None])
+        row["ours_values"] = values
+    table = table_markdown(conf, rows)
+    fio.write_text(out / "reproduce.md", table)
+    fio.write_json(out / "reproduce.json", {
+        "config": str(path), "title": conf.get("title"), "rows": [
+            {k: v for k, v in r.items() if k != "results"} for r in rows]})
+    print(table)
+    return {"rows": rows, "table": table}
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-").lower()
+
+
+def _paper(value: Any) -> tuple[float | None, float | None]:
+    if value is None:
+        return None, None
+    if isinstance(value, dict):
+        return value.get("mean"), value.get("std")
+    return float(value), None
+
+
+def table_markdown(conf: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    lines = [f"### {conf.get('title', 'reproduction')}", ""]
+    if conf.get("source"):
+        lines += [f"Source: {conf['source']}", ""]
+    lines += ["| row | metric | paper | ours (mean ± std) | ours − paper | seeds | command (first seed) |",
+              "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        scale = 100.0 if is_percent(row["metric"]) else 1.0
+        pm, ps = _paper(row.get("paper"))
+        paper = "–" if pm is None else (f"{pm:.2f}" + (f" ± {ps:.2f}" if ps is not None else ""))
+        m, s = row["ours"]
+        ours = "n/a" if math.isnan(m) else f"{m * scale:.2f} ± {s * scale:.2f}"
+        diff = "–" if pm is None or math.isnan(m) else f"{m * scale - pm:+.2f}"
+        lines.append(f"| {row['label']} | {row['metric']} | {paper} | {ours} | {diff} | {len(row['results'])} | "
+                     f"`{row['commands'][0]}` |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,271 @@
+"""Drive a method over a benchmark: train task by task, evaluate on every task after each, checkpoint
+after each, write ``results.json`` (see DESIGN.md) and ``log.jsonl``.
+
+A run is a pure function of (method, benchmark, scenario, seed, config, data root): every task starts
+from a seed derived from (seed, task index), so a run resumed from the checkpoint of task k continues
+exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__, benchmarks, metrics
+from . import io as fio
+from .benchmarks.base import Benchmark, BenchmarkInfo, Task
+from .errors import ConfigError, ForgetlessError, RunExistsError
+from .methods import base as mbase
+
+CHECKPOINT_FORMAT = 1
+EVAL_BATCH = 1000
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def task_seed(seed: int, task_index: int) -> int:
+    return (seed * 1_000_003 + task_index * 7919 + 17) % 2**62
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but CUDA is not available; valid here: cpu")
+    return device
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(method: mbase.Method, task: Task, info: BenchmarkInfo, after: int) -> dict[str, float]:
+    """Accuracy (or MSE for regression) on ``task``'s test split after learning task ``after``, and the
+    task-inference accuracy when the method infers tasks outside task-IL."""
+    method.eval()
+    split = task.test
+    task_id = task.id if info.scenario == "task" else None
+    allowed = torch.as_tensor(info.active_labels(task.id if info.scenario == "task" else after))
+    correct, sq_err, n, inferred_ok = 0.0, 0.0, 0, 0
+    infer = getattr(method, "infer_task", None) if info.scenario != "task" else None
+    for x, y in split.batches(EVAL_BATCH):
+        out = method.predict(x, task_id=task_id)
+        if info.kind == "regression":
+            sq_err += float(((out - y) ** 2).reshape(len(y), -1).mean(1).sum())
+        else:
+            labels = allowed.to(out.device)
+            pred = labels[out[:, labels].argmax(1)]
+            correct += float((pred == y).sum())
+        if infer is not None:
+            inferred_ok += int((infer(x) == task.id).sum())
+        n += len(y)
+    result = {"mse": sq_err / max(n, 1)} if info.kind == "regression" else {"accuracy": correct / max(n, 1)}
+    if infer is not None:
+        result["task_inference"] = inferred_ok / max(n, 1)
+    return result
+
+
+def measure_macs(method: mbase.Method, bench: Benchmark) -> int | None:
+    task = bench.tasks[-1]
+    x = task.test.inputs(slice(0, 1))
+    task_id = task.id if bench.scenario == "task" else None
+    own = getattr(method, "macs_per_sample", None)
+    method.eval()
+    try:
+        if own is not None:
+            return own(x, task_id)
+        return metrics.count_macs(lambda: method.predict(x, task_id=task_id))
+    except ForgetlessError:
+        raise
+    except Exception:  # counting is best-effort: an exotic op must not lose a finished run
+        return None
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+def _identity(method_name: str, bench: Benchmark, seed: int, config: dict[str, Any]) -> dict[str, Any]:
+    return {"method": method_name, "benchmark": bench.name, "scenario": bench.scenario, "seed": seed,
+            "config": config, "benchmark_options": bench.options}
+
+
+def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Returns the checkpoint to resume from (or None); refuses to clobber finished or unfinished runs."""
+    results = out / "results.json"
+    ckpt_dir = out / "checkpoints"
+    found = ckpt_dir.glob("task-*.pt") if ckpt_dir.exists() else []
+    checkpoints = sorted(found, key=lambda p: int(p.stem.split("-")[1]))
+    finished = results.exists() and fio.read_json(results).get("complete", False)
+    if overwrite:
+        for p in checkpoints:
+            p.unlink()
+        for name in ("results.json", "log.jsonl"):
+            (out / name).unlink(missing_ok=True)
+        return None
+    if finished and not resume:
+        raise RunExistsError(f"{out} already holds a finished run; use --overwrite to replace it or another --out")
+    if resume:
+        return checkpoints[-1] if checkpoints else None
+    if checkpoints or results.exists():
+        raise RunExistsError(f"{out} holds an unfinished run; use --resume to continue it or --overwrite to restart")
+    return None
+
+
+def run(
+    method: str | mbase.Method,
+    benchmark: str | Benchmark,
+    *,
+    scenario: str = "class",
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    bench_options: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | torch.device | None = None,
+    data_root: str | None = None,
+    backbone: mbase.BackboneFactory | None = None,
+    evaluate_future: bool = False,
+    keep_checkpoints: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run ``method`` on ``benchmark`` and return the results dictionary (also written to ``out``).
+
+    ``method``/``benchmark`` are registry names (built with ``config``/``bench_options``) or ready
+    objects. With ``out`` set, results, the log and a checkpoint after every task are written there.
+    """
+    device = resolve_device(device)
+    seed_everything(seed)
+    bench = benchmark if isinstance(benchmark, Benchmark) else benchmarks.build(
+        benchmark, scenario, seed, data_root, **(bench_options or {}))
+    info = bench.info()
+    if isinstance(method, mbase.Method):
+        method_name, model = method.name or type(method).__name__, method
+    else:
+        overrides = dict(config or {})
+        if backbone is not None:
+            overrides["backbone"] = backbone
+        method_name, model = method, mbase.create(method, info, **overrides)
+    identity = _identity(method_name, bench, seed, mbase.config_dict(model))
+    progress = not quiet and sys.stderr.isatty()
+
+    out_dir = Path(out) if out is not None else None
+    rows: list[list[float]] = []
+    inference_rows: list[list[float]] = []
+    per_task: list[float] = []
+    eval_seconds = 0.0
+    start = 0
+    if out_dir is not None:
+        ckpt = _check_out_dir(out_dir, resume, overwrite)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is not None:
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise ForgetlessError(f"{ckpt}: checkpoint format {state.get('format')} is not supported")
+            if state["identity"] != identity:
+                raise ConfigError(f"{ckpt} was written by a different run ({_diff(state['identity'], identity)}); "
+                                  f"resume with the same options or use --overwrite")
+            model = state["method"]
+            rows, inference_rows = state["accuracy"], state["task_inference"]
+            per_task, eval_seconds, start = state["per_task_seconds"], state["eval_seconds"], state["task_index"] + 1
+            if not quiet:
+                print(f"resuming {out_dir} after task {start}/{len(bench)}", file=sys.stderr)
+    model.to(device)
+    log_file = open(out_dir / "log.jsonl", "a") if out_dir is not None else None  # noqa: SIM115
+    metric = "mse" if info.kind == "regression" else "accuracy"
+    try:
+        for i in range(start, len(bench)):
+            task = bench.tasks[i]
+            seed_everything(task_seed(seed, i))
+            ctx = mbase.Context(device=device, generator=torch.Generator().manual_seed(task_seed(seed, i)),
+                                task_index=i, n_tasks=len(bench), progress=progress, out_dir=out_dir,
+                                _log_file=log_file)
+            t0 = time.perf_counter()
+            model.train()
+            model.learn(task.to(device), ctx)
+            per_task.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            upto = len(bench) if evaluate_future else i + 1
+            results = [evaluate(model, bench.tasks[j].to(device), info, i) for j in range(upto)]
+            eval_seconds += time.perf_counter() - t0
+            rows.append([r[metric] for r in results])
+            if "task_inference" in results[0]:
+                inference_rows.append([r["task_inference"] for r in results])
+            ctx.log(event="evaluation", **{metric: rows[-1]})
+            if not quiet:
+                shown = " ".join(f"{v:.4f}" for v in rows[-1])
+                print(f"[{method_name}] task {i + 1}/{len(bench)} ({per_task[-1]:.1f}s) {metric}: {shown}",
+                      file=sys.stderr)
+            if out_dir is not None:
+                _checkpoint(out_dir, i, model, identity, rows, inference_rows, per_task, eval_seconds, keep_checkpoints)
+                fio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, per_task,
+                                                                   eval_seconds, model, None, complete=False))
+    finally:
+        if log_file is not None:
+            log_file.close()
+    macs = measure_macs(model, bench)
+    result = _results(identity, bench, rows, inference_rows, per_task, eval_seconds, model, macs, complete=True)
+    if out_dir is not None:
+        fio.write_json(out_dir / "results.json", result)
+    return result
+
+
+def _diff(a: dict, b: dict) -> str:
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)[:300]
+
+
+def _checkpoint(out_dir, i, model, identity, rows, inference_rows, per_task, eval_seconds, keep_all) -> None:
+    ckpt_dir = out_dir / "checkpoints"
+    path = ckpt_dir / f"task-{i + 1}.pt"
+    fio.save_torch(path, {
+        "format": CHECKPOINT_FORMAT, "task_index": i, "identity": identity, "method": model, "accuracy": rows,
+        "task_inference": inference_rows, "per_task_seconds": per_task, "eval_seconds": eval_seconds,
+    })
+    if not keep_all:  # the latest checkpoint is enough to resume; older ones only cost disk
+        for old in ckpt_dir.glob("task-*.pt"):
+            if old != path:
+                old.unlink()
+
+
+def _results(identity, bench: Benchmark, rows, inference_rows, per_task, eval_seconds, model, macs,
+             complete: bool) -> dict[str, Any]:
+    regression = bench.kind == "regression"
+    lower = [row[: i + 1] for i, row in enumerate(rows)]
+    summary = metrics.summary(lower) if rows else {}
+    result: dict[str, Any] = {
+        **{k: identity[k] for k in ("method", "benchmark", "scenario", "seed", "config")},
+        "benchmark_options": identity["benchmark_options"],
+        "tasks": [{"id": t.id, "classes": t.classes, "labels": t.labels, "name": t.name} for t in bench.tasks],
+        "metric": "mse" if regression else "accuracy",
+        "accuracy": None if regression else rows,
+        "final_accuracy": None if regression else summary.get("final_accuracy"),
+        "average_incremental_accuracy": None if regression else summary.get("average_incremental_accuracy"),
+        "forgetting": None if regression else summary.get("forgetting"),
+        "bwt": None if regression else summary.get("bwt"),
+        "task_inference_accuracy": (sum(inference_rows[-1][: len(rows)]) / len(rows)
+                                    if inference_rows and rows else None),
+        "task_inference": inference_rows or None,
+        "storage": model.storage(),
+        "macs_per_sample": macs,
+        "time": {"train_seconds": sum(per_task), "per_task_seconds": per_task, "eval_seconds": eval_seconds},
+        "versions": {"forgetless": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "complete": complete,
+    }
+    if regression:
+        result["mse"] = rows
+        result["final_mse"] = sum(rows[-1][: len(rows)]) / len(rows) if rows else None
+    report = getattr(model, "report", None)
+    if callable(report):
+        result["report"] = report()
+    return result
