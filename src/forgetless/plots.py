@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,11 @@ def mean_matrix(results: list[dict[str, Any]]) -> np.ndarray:
     for r_i, r in enumerate(results):
         for i, row in enumerate(r["accuracy"]):
             mats[r_i, i, : i + 1] = row[: i + 1]
-    return np.nanmean(mats, axis=0) if len(results) > 1 else mats[0]
+    if len(results) == 1:
+        return mats[0]
+    with warnings.catch_warnings():  # the upper triangle is all-NaN by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(mats, axis=0)
 
 
 def accuracy_heatmaps(by_method: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -63,6 +68,7 @@ def accuracy_curves(by_method: dict[str, list[dict[str, Any]]], path: Path) -> N
         mean, std = curves.mean(0), curves.std(0)
         ax.plot(x, 100 * mean, marker="o", label=m)
         ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), alpha=0.2)
+    ax.set_xticks(np.arange(1, max(len(rs[0]["accuracy"]) for rs in by_method.values() if rs) + 1))
     ax.set_xlabel("number of tasks learned")
     ax.set_ylabel("average accuracy on tasks seen (%)")
     ax.set_ylim(0, 101)

@@ -1,0 +1,129 @@
+"""The command line: one-line errors with exit status 2, run / compare / reproduce / list."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from forgetless.cli import main
+
+QUICK = ["--set", "epochs=1", "--set", "hidden=16", "--quiet"]
+
+
+def _cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "-m", "nope", "-b", "split-digits"], "unknown method 'nope'; valid: finetune, joint"),
+    (["run", "-m", "finetune", "-b", "split-digitz"], "unknown benchmark 'split-digitz'; valid:"),
+    (["run", "-m", "finetune", "-b", "split-digits", "-s", "online"], "unknown scenario 'online'; valid: class"),
+    (["run", "-m", "finetune", "-b", "split-digits", "--set", "lr2=1"], "unknown --set key 'lr2' for finetune"),
+    (["run", "-m", "finetune", "-b", "split-digits", "--set", "lr"], "--set expects key=value"),
+    (["run", "-m", "finetune", "-b", "split-digits", "--set", "optimizer=rmsprop"], "valid: adam, sgd"),
+    (["run", "-m", "finetune", "-b", "split-digits", "--bench", "nclasses=3"], "unknown --bench key 'nclasses'"),
+    (["run", "-m", "finetune", "-b", "split-digits", "--set", "backbone=vgg"], "unknown backbone 'vgg'"),
+    (["run", "-b", "split-digits"], "required: --method"),
+    (["reproduce", "no-such-table"], "reproduction config 'no-such-table' not found"),
+    (["compare", "-b", "split-digits", "--methods", "finetune", "--seeds", "a", "--out", "x"], "--seeds expects"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli(args, capsys)
+    assert code == 2
+    assert needle in err
+    assert err.count("\n") == 1 and err.startswith("forgetless: error: ")
+    assert "Traceback" not in err
+
+
+def test_missing_data_is_one_line(capsys, tmp_path):
+    code, _, err = _cli(["run", "-m", "finetune", "-b", "split-mnist", "--data-dir", str(tmp_path)], capsys)
+    assert code == 2 and "mnist: files not found in" in err and err.count("\n") == 1
+
+
+def test_run_writes_results_and_refuses_to_overwrite(capsys, tmp_path):
+    out = tmp_path / "r"
+    code, stdout, _ = _cli(["run", "-m", "finetune", "-b", "split-digits", "--out", str(out), *QUICK], capsys)
+    assert code == 0 and "final accuracy" in stdout
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["epochs"] == 1 and result["scenario"] == "class"
+    code, _, err = _cli(["run", "-m", "finetune", "-b", "split-digits", "--out", str(out), *QUICK], capsys)
+    assert code == 2 and "already holds a finished run" in err
+
+
+def test_yaml_config_file_and_flag_precedence(capsys, tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump({"set": {"epochs": 3, "hidden": [8]}, "bench": {"n_tasks": 2}}))
+    out = tmp_path / "r"
+    code, _, _ = _cli(["run", "-m", "finetune", "-b", "split-digits", "--config", str(conf), "--set", "epochs=1",
+                       "--out", str(out), "--quiet"], capsys)
+    result = json.loads((out / "results.json").read_text())
+    assert code == 0 and result["config"]["epochs"] == 1 and result["config"]["hidden"] == [8]
+    assert len(result["accuracy"]) == 2
+
+
+def test_compare_writes_table_and_plots(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    code, _, _ = _cli(["compare", "-b", "split-digits", "--methods", "finetune,joint", "--seeds", "0,1",
+                            "--out", str(out), "--bench", "n_tasks=3", *QUICK], capsys)
+    assert code == 0
+    table = (out / "table.md").read_text()
+    assert "| finetune |" in table and "| joint |" in table and "±" in table
+    for png in ("accuracy_matrices.png", "accuracy_curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"]["joint"]["n_runs"] == 2
+    # a second compare reuses the finished runs instead of failing or recomputing them
+    code, _, _ = _cli(["compare", "-b", "split-digits", "--methods", "finetune", "--seeds", "0", "--out", str(out),
+                       "--bench", "n_tasks=3", *QUICK], capsys)
+    assert code == 0
+
+
+def test_reproduce_prints_ours_beside_the_paper(capsys, tmp_path):
+    conf = tmp_path / "table.yaml"
+    conf.write_text(yaml.safe_dump({
+        "title": "Toy table", "source": "nowhere", "seeds": [0],
+        "defaults": {"benchmark": "split-digits", "set": {"epochs": 1, "hidden": [16]}, "bench": {"n_tasks": 2}},
+        "runs": [{"label": "FT class", "method": "finetune", "scenario": "class", "paper": 50.0},
+                 {"label": "Joint A2", "method": "joint", "metric": "A2", "paper": {"mean": 99.0, "std": 0.5}}],
+    }))
+    code, stdout, _ = _cli(["reproduce", str(conf), "--dry-run"], capsys)
+    assert code == 0 and "forgetless run --method finetune --benchmark split-digits" in stdout
+    code, stdout, _ = _cli(["reproduce", str(conf), "--out", str(tmp_path / "rep"), "--quiet"], capsys)
+    assert code == 0
+    md = (tmp_path / "rep" / "reproduce.md").read_text()
+    assert "| FT class | final_accuracy | 50.00 |" in md and "| Joint A2 | A2 | 99.00 ± 0.50 |" in md
+    rows = json.loads((tmp_path / "rep" / "reproduce.json").read_text())["rows"]
+    assert len(rows[0]["ours_values"]) == 1 and 0 <= rows[0]["ours_values"][0] <= 1
+
+
+def test_reproduce_rejects_bad_configs(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: [{label: x, method: finetune, benchmark: split-digits, colour: red}]")
+    code, _, err = _cli(["reproduce", str(bad)], capsys)
+    assert code == 2 and "unknown keys ['colour']" in err
+    bad.write_text("runs: [{label: x, method: finetune, benchmark: split-digits, metric: speed}]")
+    code, _, err = _cli(["reproduce", str(bad)], capsys)
+    assert code == 2 and "unknown metric 'speed'" in err
+    bad.write_text("runs: [unclosed")
+    code, _, err = _cli(["reproduce", str(bad)], capsys)
+    assert code == 2 and "not valid YAML" in err
+
+
+def test_list(capsys):
+    code, out, _ = _cli(["list"], capsys)
+    assert code == 0
+    for name in ("finetune", "joint", "split-mnist", "permuted-mnist", "cifar10-100", "svhn", "scenarios: task"):
+        assert name in out
+
+
+def test_console_entry_point_runs_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "forgetless", "run", "-m", "x", "-b", "split-digits"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("forgetless: error: unknown method 'x'")
