@@ -171,3 +171,15 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("CUDA is available here")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         runner.resolve_device("cuda")
+
+
+def test_eval_future_gives_the_full_matrix_and_forward_transfer():
+    bench = synthetic_benchmark("class", n_tasks=3, per_class=40)
+    result = runner.run("finetune", bench, config={"epochs": 1, "batch_size": 16, "hidden": [16]}, quiet=True,
+                        evaluate_future=True)
+    acc, ref = result["accuracy"], result["reference_accuracy"]
+    assert [len(r) for r in acc] == [3, 3, 3] and len(ref) == 3
+    assert result["fwt"] == pytest.approx(((acc[0][1] - ref[1]) + (acc[1][2] - ref[2])) / 2)
+    assert result["final_accuracy"] == pytest.approx(sum(acc[-1]) / 3)
+    plain = runner.run("finetune", bench, config={"epochs": 1, "batch_size": 16, "hidden": [16]}, quiet=True)
+    assert plain["fwt"] is None and plain["accuracy"] == [row[: i + 1] for i, row in enumerate(acc)]

@@ -161,6 +161,7 @@ def run(
 
     out_dir = Path(out) if out is not None else None
     rows: list[list[float]] = []
+    reference: list[float] = []
     inference_rows: list[list[float]] = []
     per_task: list[float] = []
     eval_seconds = 0.0
@@ -177,12 +178,17 @@ def run(
                                   f"resume with the same options or use --overwrite")
             model = state["method"]
             rows, inference_rows = state["accuracy"], state["task_inference"]
+            reference = state.get("reference", [])
             per_task, eval_seconds, start = state["per_task_seconds"], state["eval_seconds"], state["task_index"] + 1
             if not quiet:
                 print(f"resuming {out_dir} after task {start}/{len(bench)}", file=sys.stderr)
     model.to(device)
     log_file = open(out_dir / "log.jsonl", "a") if out_dir is not None else None  # noqa: SIM115
     metric = "mse" if info.kind == "regression" else "accuracy"
+    if evaluate_future and start == 0 and not reference:
+        # FWT's reference b_j: every task evaluated by the model before it has learned anything.
+        seed_everything(task_seed(seed, -1))
+        reference = [evaluate(model, t.to(device), info, 0)[metric] for t in bench.tasks]
     try:
         for i in range(start, len(bench)):
             task = bench.tasks[i]
@@ -207,14 +213,16 @@ def run(
                 print(f"[{method_name}] task {i + 1}/{len(bench)} ({per_task[-1]:.1f}s) {metric}: {shown}",
                       file=sys.stderr)
             if out_dir is not None:
-                _checkpoint(out_dir, i, model, identity, rows, inference_rows, per_task, eval_seconds, keep_checkpoints)
-                fio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, per_task,
-                                                                   eval_seconds, model, None, complete=False))
+                _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, per_task, eval_seconds,
+                            keep_checkpoints)
+                fio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, reference,
+                                                                   per_task, eval_seconds, model, None, complete=False))
     finally:
         if log_file is not None:
             log_file.close()
     macs = measure_macs(model, bench)
-    result = _results(identity, bench, rows, inference_rows, per_task, eval_seconds, model, macs, complete=True)
+    result = _results(identity, bench, rows, inference_rows, reference, per_task, eval_seconds, model, macs,
+                      complete=True)
     if out_dir is not None:
         fio.write_json(out_dir / "results.json", result)
     return result
@@ -225,12 +233,14 @@ def _diff(a: dict, b: dict) -> str:
     return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)[:300]
 
 
-def _checkpoint(out_dir, i, model, identity, rows, inference_rows, per_task, eval_seconds, keep_all) -> None:
+def _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, per_task, eval_seconds,
+                keep_all) -> None:
     ckpt_dir = out_dir / "checkpoints"
     path = ckpt_dir / f"task-{i + 1}.pt"
     fio.save_torch(path, {
         "format": CHECKPOINT_FORMAT, "task_index": i, "identity": identity, "method": model, "accuracy": rows,
-        "task_inference": inference_rows, "per_task_seconds": per_task, "eval_seconds": eval_seconds,
+        "task_inference": inference_rows, "reference": reference, "per_task_seconds": per_task,
+        "eval_seconds": eval_seconds,
     })
     if not keep_all:  # the latest checkpoint is enough to resume; older ones only cost disk
         for old in ckpt_dir.glob("task-*.pt"):
@@ -238,7 +248,7 @@ def _checkpoint(out_dir, i, model, identity, rows, inference_rows, per_task, eva
                 old.unlink()
 
 
-def _results(identity, bench: Benchmark, rows, inference_rows, per_task, eval_seconds, model, macs,
+def _results(identity, bench: Benchmark, rows, inference_rows, reference, per_task, eval_seconds, model, macs,
              complete: bool) -> dict[str, Any]:
     regression = bench.kind == "regression"
     lower = [row[: i + 1] for i, row in enumerate(rows)]
@@ -253,6 +263,10 @@ def _results(identity, bench: Benchmark, rows, inference_rows, per_task, eval_se
         "average_incremental_accuracy": None if regression else summary.get("average_incremental_accuracy"),
         "forgetting": None if regression else summary.get("forgetting"),
         "bwt": None if regression else summary.get("bwt"),
+        # forward transfer against the untrained model (only with evaluate_future / --eval-future)
+        "fwt": (metrics.fwt(rows, reference) if reference and not regression and len(rows) > 1
+                and all(len(r) == len(bench) for r in rows) else None),
+        "reference_accuracy": reference or None,
         "task_inference_accuracy": (sum(inference_rows[-1][: len(rows)]) / len(rows)
                                     if inference_rows and rows else None),
         "task_inference": inference_rows or None,
