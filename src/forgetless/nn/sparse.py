@@ -30,15 +30,21 @@ from ..errors import ConfigError
 
 
 def top_k(scores: torch.Tensor, k: int, generator: torch.Generator | None = None, largest: bool = True) -> torch.Tensor:
-    """Flat indices of the ``k`` largest (or smallest) ``scores``, ties broken at random.
+    """Flat indices of the ``k`` largest (or smallest) ``scores``, ties at the boundary broken at random.
 
-    A random permutation followed by a stable sort: equal scores (e.g. the zero importance of
-    never-lit border pixels) are picked uniformly, not by their position in the grid.
+    Equal scores (e.g. the zero importance of never-lit border pixels) are then picked uniformly, not
+    by their position in the grid. A partial selection (``torch.topk``), never a full sort.
     """
     flat = scores.reshape(-1)
-    perm = torch.randperm(flat.numel(), generator=generator).to(flat.device)
-    order = torch.argsort(flat[perm], descending=largest, stable=True)
-    return perm[order[:k]]
+    k = max(0, min(int(k), flat.numel()))
+    if k == 0:
+        return torch.zeros(0, dtype=torch.long, device=flat.device)
+    kth = torch.topk(flat, k, largest=largest, sorted=False).values
+    kth = kth.min() if largest else kth.max()
+    sure = torch.nonzero(flat > kth if largest else flat < kth).flatten()
+    ties = torch.nonzero(flat == kth).flatten()
+    pick = torch.randperm(len(ties), generator=generator)[: k - len(sure)].to(flat.device)
+    return torch.cat([sure, ties[pick]])
 
 
 class SparseLayer(nn.Module):
