@@ -72,6 +72,9 @@ class SparseCLConfig(TrainConfig):
 class SpaceNetConfig(SparseCLConfig):
     rewire_fraction: float = 0.2  # r of Alg. 3 (released code: replace_percentage = 0.2)
     rewire_output: bool = False  # the released code rewires the hidden layers only
+    # Alg. 3 read literally also rewires after the last epoch (the grown connections then stay zero);
+    # the released code stops one epoch earlier
+    rewire_last_epoch: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -196,8 +199,9 @@ class SparseCL(Method):
             if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=loss)
             # Alg. 3: rewire after every epoch but the last (as the released code: the last epoch's new
-            # connections would stay untrained)
-            if self.adaptive and batch.last_in_epoch and batch.step < batch.total - 1:
+            # connections would stay untrained), or after every one with rewire_last_epoch
+            last = batch.step == batch.total - 1
+            if self.adaptive and batch.last_in_epoch and (not last or cfg.rewire_last_epoch):
                 with torch.no_grad():
                     changes = net.rewire(cfg.rewire_fraction, ctx.generator, cfg.rewire_output)
                 for layer in layers:  # the task's units changed: momentum / Adam moments restart
