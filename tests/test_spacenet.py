@@ -193,16 +193,16 @@ def test_bad_configs_are_one_line_errors(overrides, message):
 
 
 @pytest.mark.mnist
-def test_split_mnist_spacenet_beats_finetune_and_keeps_old_connections(mnist_root):
-    """One seed of the paper's setting (test sets cut to 300 per class); 5 seeds are in docs/spacenet.md."""
+def test_split_mnist_spacenet_learns_all_tasks_with_the_papers_connection_budget(mnist_root):
+    """One seed of the paper's setting (test sets cut to 300 per class); 5 seeds are in docs/spacenet.md.
+
+    Fine-tuning in class-IL can only get the last task right (19.45 +- 0.04 with this MLP and budget), so
+    0.5 is far above it (SpaceNet's 5-seed mean is 0.70)."""
     opts = {"normalize": True, "val_fraction": 0.0, "test_per_class": 300}
     res = runner.run("spacenet", "split-mnist", seed=0, bench_options=opts, data_root=str(mnist_root), quiet=True)
-    base = runner.run("finetune", "split-mnist", seed=0, config={"optimizer": "sgd", "lr": 0.01, "momentum": 0,
-                                                                "epochs": 4}, bench_options=opts,
-                      data_root=str(mnist_root), quiet=True)
     rep = res["report"]
     assert rep["connections_per_task"] == [11720] * 5 and rep["connections_total"] == 58600
     assert rep["dense_connections"] == 784 * 400 + 400 * 400 + 400 * 10
     assert rep["free_neurons_after_task"][-1] == [200, 200]
-    assert res["final_accuracy"] > base["final_accuracy"] + 0.25
     assert res["final_accuracy"] > 0.5
+    assert min(res["accuracy"][-1]) > 0.3  # no task is forgotten outright
