@@ -63,7 +63,8 @@ def test_hnet_task_il_learns_and_old_embeddings_stay_fixed():
 def test_hnet_ent_infers_the_task_by_lowest_entropy_in_class_il():
     torch.manual_seed(0)
     bench = synthetic_benchmark("class", n_tasks=3)
-    method = create("hnet", bench.info(), **SMALL)
+    assert create("hnet", bench.info(), **SMALL).config.train_units == "seen"  # the authors' CL3 default
+    method = create("hnet", bench.info(), **SMALL, train_units="own")
     _learn_all(method, bench)
     x = torch.cat([t.test.inputs() for t in bench.tasks])
     owner = torch.cat([torch.full((len(t.test),), i) for i, t in enumerate(bench.tasks)])
@@ -78,6 +79,27 @@ def test_hnet_ent_infers_the_task_by_lowest_entropy_in_class_il():
     # Heads are disjoint in class-IL: a sample can only be right if its task was inferred.
     correct_task = chosen == owner
     assert _accuracy(method, bench) <= correct_task.float().mean() + 1e-6
+
+
+def test_train_units_seen_trains_against_earlier_heads_and_answers_over_seen_units():
+    torch.manual_seed(0)
+    bench = synthetic_benchmark("class", n_tasks=3)
+    method = create("hnet", bench.info(), **SMALL, train_units="seen")
+    for scenario in ("task", "domain"):  # own units outside class-IL, and for hnet-tir (a task classifier picks)
+        assert create("hnet", synthetic_benchmark(scenario, n_tasks=2).info(), **SMALL).config.train_units == "own"
+    assert create("hnet-tir", bench.info(), **SMALL).config.train_units == "own"
+    session = method.start_task(0)
+    assert torch.equal(session["keep"], method.task_masks[0])
+    method.finish_task(session)
+    session = method.start_task(1)  # the softmax of task 1's loss covers tasks 0 and 1
+    assert torch.equal(session["keep"], method.task_masks[0] | method.task_masks[1])
+    method.finish_task(session)
+    x = bench.tasks[0].test.inputs()
+    with torch.no_grad():
+        out = method.predict(x)
+    assert torch.equal(torch.isfinite(out), (method.task_masks[0] | method.task_masks[1]).expand_as(out))
+    with pytest.raises(ConfigError, match="train_units"):
+        create("hnet", bench.info(), **SMALL, train_units="all")
 
 
 def test_entropy_is_computed_over_each_tasks_own_units():

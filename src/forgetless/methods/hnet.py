@@ -9,8 +9,9 @@ Task-IL (CL1): the given task id picks the embedding. Domain-IL (CL2) and class-
 inferred as the embedding whose model gives the lowest predictive entropy on the input (HNET+ENT, Sec. 2.3),
 and that model's output head answers. ``infer_task`` reports the inferred task.
 
-Training uses the task's own output units only (one head per task, or the shared head in domain-IL), as the
-authors do in every scenario; the target network has one output per label of the benchmark.
+Training uses the task's own output units (one head per task, or the shared head in domain-IL), except for
+HNET+ENT in class-IL, which, as the authors' code does there, trains each task's softmax over the units of every
+task seen so far (``train_units``); the target network has one output per label of the benchmark.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ CIFAR_DEFAULTS: dict[str, Any] = dict(backbone="resnet32", hnet_hidden=(), chunk
                                       iterations=None)
 
 
+TRAIN_UNITS = ("own", "seen")
+
+
 @dataclass
 class HnetConfig(TrainConfig):
     """Defaults: split MNIST, Appendix C (target MLP 400-400; chunked hypernetwork 10-10, chunks of 42,000
@@ -64,6 +68,10 @@ class HnetConfig(TrainConfig):
     lookahead: bool = True  # evaluate the regulariser at Theta + dTheta (Eq. 2); False: at Theta
     reg_tasks: int | None = None  # stochastic regulariser: at most K random past tasks per step (Appendix D)
     temperature: float = 1.0  # softmax temperature of the entropy used for task inference (HNET+ENT)
+    # softmax of the task loss over the task's "own" units or over the units of every task "seen" so far
+    # (the authors' CL3 code without a task-inference network); with "seen" the inferred model answers over
+    # all seen units. The entropy of HNET+ENT is over the task's own units either way (docs/hnet.md).
+    train_units: str = "own"
 
     def validate(self) -> None:
         super().validate()
@@ -79,6 +87,8 @@ class HnetConfig(TrainConfig):
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
         if self.reg_tasks is not None and self.reg_tasks < 1:
             raise ConfigError(f"reg_tasks must be >= 1 (or none for every past task), got {self.reg_tasks}")
+        if self.train_units not in TRAIN_UNITS:
+            raise ConfigError(f"train_units={self.train_units!r} is not valid; valid: {', '.join(TRAIN_UNITS)}")
         if self.temperature <= 0 or (self.emb_lr is not None and self.emb_lr <= 0):
             raise ConfigError("temperature and emb_lr must be > 0")
 
@@ -175,7 +185,8 @@ class HnetClassifier(Method):
         emb = self.hnet.add_embedding(generator)
         self.regularizer.begin_task(self.hnet, range(t))
         theta = self.hnet.theta()
-        return {"t": t, "emb": emb, "theta": theta, "keep": self.task_masks[t],
+        keep = self.task_masks[: t + 1].any(0) if cfg.train_units == "seen" else self.task_masks[t]
+        return {"t": t, "emb": emb, "theta": theta, "keep": keep,
                 "opt_theta": make_optimizer(theta, cfg, cfg.lr),
                 "opt_emb": make_optimizer([emb], cfg, cfg.emb_lr or cfg.lr)}
 
@@ -252,7 +263,11 @@ class HnetClassifier(Method):
             picked = self.grouped_outputs(x, chosen)
         else:
             picked = outputs[chosen, torch.arange(x.shape[0], device=x.device)]
-        picked = picked.masked_fill(~self.task_masks[chosen], float("-inf"))
+        if self.config.train_units == "seen":  # the inferred model answers over every seen unit
+            answer = self.task_masks[: self.hnet.n_tasks].any(0).expand_as(picked)
+        else:
+            answer = self.task_masks[chosen]
+        picked = picked.masked_fill(~answer, float("-inf"))
         self._eval_cache = (x, chosen, picked)
         return chosen, picked
 
@@ -305,4 +320,11 @@ class HnetClassifier(Method):
 @register("hnet", "task-conditioned hypernetwork (von Oswald et al., 2020); entropy task inference outside task-IL")
 class HNET(HnetClassifier):
     """HNET in task-IL; HNET+ENT (lowest predictive entropy picks the embedding) in domain- and class-IL."""
+
+    @classmethod
+    def defaults(cls, info):
+        out = hnet_defaults(info)
+        if info.scenario == "class":  # the authors' CL3 path without a task-inference network (docs/hnet.md)
+            out["train_units"] = "seen"
+        return out
 
