@@ -250,6 +250,38 @@ def test_class_il_needs_a_memory_and_gated_backbones_only():
         methods.create("ccgn", task_bench.info(), backbone="mlp")
 
 
+def test_kernel_init_reinitialises_only_the_given_rows():
+    torch.manual_seed(0)
+    cnn = backbones.create("simple-cnn", (1, 8, 8), width=64)
+    kernels = gate(cnn, n_tasks=1).kernels()[1]  # conv2: 64 x 64 x 3 x 3
+    conv = kernels.convs[0]
+    before = conv.weight.detach().clone()
+    rows = torch.zeros(64, dtype=torch.bool)
+    rows[:48] = True
+    kernels.reinitialise(rows, "kaiming")
+    assert torch.equal(conv.weight[~rows], before[~rows]) and not torch.equal(conv.weight[rows], before[rows])
+    assert torch.all(conv.bias[rows] == 0)
+    fan_in = 64 * 9  # He et al.: std sqrt(2 / fan_in); 48 x 576 draws
+    assert conv.weight[rows].std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
+    with pytest.raises(ValueError, match="kaiming"):
+        kernels.reinitialise(rows, "xavier")
+    bench = synthetic_benchmark("task", n_tasks=2, shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="kernel_init"):
+        _ccgn(bench, kernel_init="xavier")
+
+
+def test_gating_modules_of_the_current_task_learn_at_gate_lr_scale():
+    bench = synthetic_benchmark("task", n_tasks=2, shape=(1, 8, 8))
+    model = _ccgn(bench, gate_lr_scale=30.0, lr=0.01)
+    optimizer = model.make_optimizer(model._trainable(0), 0)
+    gating = {id(p) for bank in model.net.banks for p in bank.modules_[0].parameters()}
+    by_lr = {round(group["lr"], 6): {id(p) for p in group["params"]} for group in optimizer.param_groups}
+    assert by_lr[0.3] == gating
+    assert id(model.net.cnn.conv1.weight) in by_lr[0.01] and not gating & by_lr[0.01]
+    with pytest.raises(ConfigError, match="gate_lr_scale"):
+        _ccgn(bench, gate_lr_scale=0.0)
+
+
 def test_generative_memory_trains_a_generator_at_the_start_of_each_task():
     bench = synthetic_benchmark("class", n_tasks=2, shape=(1, 28, 28), per_class=20)
     model = _ccgn(bench, memory="generative", gan_iterations=2, gan_batch_size=8, epochs=1, macs_probe=0)

@@ -31,6 +31,7 @@ from .masks import CCGN_TEMPERATURE, gumbel_sigmoid_gate
 from .taskwise import TaskBatchNorm
 
 GATE_HIDDEN = 16  # Sec. 3.2: one hidden layer of 16 units
+KERNEL_INITS = ("default", "kaiming")
 GATE_BIAS = 3.0  # initial logit bias: gates start open (P(open) = sigmoid(3) = 0.95 with the logistic noise)
 
 
@@ -123,16 +124,26 @@ class GatedKernels:
                 yield conv.bias
 
     @torch.no_grad()
-    def reinitialise(self, rows: torch.Tensor) -> None:
-        """Fresh default initialisation (that of ``nn.Conv2d``) of the kernels in ``rows``."""
+    def reinitialise(self, rows: torch.Tensor, init: str = "default") -> None:
+        """Fresh initialisation of the kernels in ``rows``: ``default`` is that of ``nn.Conv2d``; ``kaiming`` is
+        He's normal initialisation for ReLU networks with zero biases."""
         if not bool(rows.any()):
             return
+        if init not in KERNEL_INITS:
+            raise ValueError(f"kernel init {init!r} is not valid; valid: {', '.join(KERNEL_INITS)}")
         for conv in self.convs:
-            fresh = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                              bias=conv.bias is not None).to(conv.weight.device)
-            conv.weight[rows] = fresh.weight[rows]
-            if conv.bias is not None:
-                conv.bias[rows] = fresh.bias[rows]
+            if init == "kaiming":
+                weight = torch.empty_like(conv.weight[rows])
+                nn.init.kaiming_normal_(weight, nonlinearity="relu")  # fan-in of one kernel: C_in x k x k
+                bias = None if conv.bias is None else torch.zeros_like(conv.bias[rows])
+            else:
+                fresh = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                  bias=conv.bias is not None).to(conv.weight.device)
+                weight = fresh.weight[rows]
+                bias = None if conv.bias is None else fresh.bias[rows]
+            conv.weight[rows] = weight
+            if bias is not None:
+                conv.bias[rows] = bias
 
 
 # ------------------------------------------------------------------------------------- gated networks
