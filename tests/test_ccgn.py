@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from forgetless import methods, runner
 from forgetless.errors import ConfigError
 from forgetless.memory.wgan import TaskGenerator, WGANConfig, architecture_for, per_task_counts
-from forgetless.methods.base import Context
+from forgetless.methods.base import Context, resolve_config
 from forgetless.nn import backbones
 from forgetless.nn.gates import (
     GateBank,
@@ -280,6 +281,14 @@ def test_gating_modules_of_the_current_task_learn_at_gate_lr_scale():
     assert id(model.net.cnn.conv1.weight) in by_lr[0.01] and not gating & by_lr[0.01]
     with pytest.raises(ConfigError, match="gate_lr_scale"):
         _ccgn(bench, gate_lr_scale=0.0)
+
+
+def test_cpu_budget_defaults_on_mnist_paper_values_on_cifar():
+    info = synthetic_benchmark("task", n_tasks=2, shape=(1, 8, 8)).info()
+    mnist = resolve_config("ccgn", dataclasses.replace(info, dataset="mnist"))
+    assert (mnist.lambda_s, mnist.gate_lr_scale, mnist.kernel_init) == (0.5, 30.0, "kaiming")
+    cifar = resolve_config("ccgn", dataclasses.replace(info, dataset="cifar10", input_shape=(3, 8, 8)))
+    assert (cifar.backbone, cifar.gate_lr_scale, cifar.lambda_s, cifar.lr) == ("resnet18", 1.0, 1.0, 0.1)
 
 
 def test_generative_memory_trains_a_generator_at_the_start_of_each_task():

@@ -133,7 +133,7 @@ class CCGN(Method):
     def defaults(cls, info: BenchmarkInfo) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if any(name in (info.dataset or info.name) for name in _RESNET_DATA):  # Table 4, CIFAR-10 / ImageNet-50
-            out.update(backbone="resnet18", batch_size=64, lr=0.1, lambda_s=1.0)
+            out.update(backbone="resnet18", batch_size=64, lr=0.1, lambda_s=1.0, gate_lr_scale=1.0)  # a GPU job
         if info.scenario == "class":
             out["memory"] = "episodic"
         return out
