@@ -22,7 +22,7 @@ def losses(x: torch.Tensor, y: torch.Tensor, init: str, steps: int, seed: int) -
     torch.manual_seed(seed)
     net, head = SimpleCNN((1, 28, 28)), torch.nn.Linear(100, 2)
     for conv in (net.conv1, net.conv2, net.conv3):
-        GatedKernels([conv]).reinitialise(torch.ones(conv.out_channels, dtype=torch.bool), init)
+        GatedKernels([conv]).reinitialise(init=init)
     params = [*net.parameters(), *head.parameters()]
     opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(seed)

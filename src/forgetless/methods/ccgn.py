@@ -151,7 +151,7 @@ class CCGN(Method):
         except TypeError as err:
             raise ConfigError(f"ccgn: {err}") from None
         for kernels in self.net.kernels():
-            kernels.reinitialise(torch.ones(kernels.convs[0].out_channels, dtype=torch.bool), cfg.kernel_init)
+            kernels.reinitialise(init=cfg.kernel_init)
         width = self.net.out_features
         self.heads = MultiHead(width, info.task_labels, info.n_outputs)
         self.class_il = info.scenario == "class"

@@ -124,26 +124,27 @@ class GatedKernels:
                 yield conv.bias
 
     @torch.no_grad()
-    def reinitialise(self, rows: torch.Tensor, init: str = "default") -> None:
-        """Fresh initialisation of the kernels in ``rows``: ``default`` is that of ``nn.Conv2d``; ``kaiming`` is
-        He's normal initialisation for ReLU networks with zero biases."""
-        if not bool(rows.any()):
+    def reinitialise(self, rows: torch.Tensor | None = None, init: str = "default") -> None:
+        """Fresh initialisation of the kernels in ``rows`` (None: all): ``default`` is that of ``nn.Conv2d``;
+        ``kaiming`` is He's normal initialisation for ReLU networks with zero biases."""
+        if rows is not None and not bool(rows.any()):
             return
         if init not in KERNEL_INITS:
             raise ValueError(f"kernel init {init!r} is not valid; valid: {', '.join(KERNEL_INITS)}")
+        picked = slice(None) if rows is None else rows
         for conv in self.convs:
             if init == "kaiming":
-                weight = torch.empty_like(conv.weight[rows])
+                weight = torch.empty_like(conv.weight[picked])
                 nn.init.kaiming_normal_(weight, nonlinearity="relu")  # fan-in of one kernel: C_in x k x k
-                bias = None if conv.bias is None else torch.zeros_like(conv.bias[rows])
+                bias = None if conv.bias is None else torch.zeros_like(conv.bias[picked])
             else:
                 fresh = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                                   bias=conv.bias is not None).to(conv.weight.device)
-                weight = fresh.weight[rows]
-                bias = None if conv.bias is None else fresh.bias[rows]
-            conv.weight[rows] = weight
+                weight = fresh.weight[picked]
+                bias = None if conv.bias is None else fresh.bias[picked]
+            conv.weight[picked] = weight
             if bias is not None:
-                conv.bias[rows] = bias
+                conv.bias[picked] = bias
 
 
 # ------------------------------------------------------------------------------------- gated networks
