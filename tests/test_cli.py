@@ -112,6 +112,19 @@ def test_reproduce_prints_ours_beside_the_paper(capsys, tmp_path):
     assert "| FT class | final_accuracy | 50.00 |" in (tmp_path / "rep" / "reproduce.md").read_text()
 
 
+
+def test_reproduce_only_selects_by_substring_or_exact_label(tmp_path):
+    from forgetless import reproduce
+
+    conf = tmp_path / "table.yaml"
+    rows = [{"label": label, "method": "finetune", "scenario": "class"} for label in ("S-CL1 HNET", "S-CL1 HNET+R")]
+    conf.write_text(yaml.safe_dump({"seeds": [0], "defaults": {"benchmark": "split-digits"}, "runs": rows}))
+    for only, labels in (("hnet", ["S-CL1 HNET", "S-CL1 HNET+R"]), ("s-cl1 hnet", ["S-CL1 HNET"]),
+                         ("+R", ["S-CL1 HNET+R"])):
+        picked = reproduce.reproduce(str(conf), out=tmp_path / "rep", only=only, dry_run=True)["rows"]
+        assert [r["label"] for r in picked] == labels
+
+
 def test_reproduce_rejects_bad_configs(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("runs: [{label: x, method: finetune, benchmark: split-digits, colour: red}]")

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("config", help="a YAML path or the name of a file in configs/")
     rep.add_argument("--out", "-o", type=Path)
     rep.add_argument("--seeds", help="override the config's seeds, e.g. 0 or 0,1,2")
-    rep.add_argument("--only", help="run only rows whose label contains this text")
+    rep.add_argument("--only", help="run only rows whose label contains this text (an exact label: that row alone)")
     rep.add_argument("--set", dest="set_", action="append", metavar="KEY=VALUE", help="override for every row")
     rep.add_argument("--bench", action="append", metavar="KEY=VALUE", help="benchmark override for every row")
     rep.add_argument("--data-dir")

@@ -119,6 +119,15 @@ def command(row: dict[str, Any], seed: int, out: Path) -> str:
     return shlex.join(parts)
 
 
+def _select_rows(rows: list[dict[str, Any]], only: str | None) -> list[dict[str, Any]]:
+    """Rows whose label contains ``only`` (case-insensitive); a label given exactly selects that row alone,
+    since labels such as "S-CL1 HNET" are prefixes of others ("S-CL1 HNET+R")."""
+    if only is None:
+        return rows
+    exact = [r for r in rows if r["label"].lower() == only.lower()]
+    return exact or [r for r in rows if only.lower() in r["label"].lower()]
+
+
 def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None = None, only: str | None = None,
               overrides: dict[str, Any] | None = None, bench_overrides: dict[str, Any] | None = None,
               dry_run: bool = False, workers: int = 1, collect: bool = False, **run_kwargs: Any) -> dict[str, Any]:
@@ -128,7 +137,7 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
     path = find_config(name)
     conf = load_config(path)
     out = Path(out) if out is not None else Path("runs") / "reproduce" / path.stem
-    rows = [r for r in conf["rows"] if only is None or only.lower() in r["label"].lower()]
+    rows = _select_rows(conf["rows"], only)
     if not rows:
         raise ConfigError(f"--only {only!r} matches no row; rows: {', '.join(r['label'] for r in conf['rows'])}")
     jobs, owners = [], []
