@@ -63,8 +63,8 @@ def test_hnet_task_il_learns_and_old_embeddings_stay_fixed():
 def test_hnet_ent_infers_the_task_by_lowest_entropy_in_class_il():
     torch.manual_seed(0)
     bench = synthetic_benchmark("class", n_tasks=3)
-    assert create("hnet", bench.info(), **SMALL).config.train_units == "seen"  # the authors' CL3 default
-    method = create("hnet", bench.info(), **SMALL, train_units="own")
+    method = create("hnet", bench.info(), **SMALL)
+    assert method.config.train_units == "own"  # the authors' HNET+ENT trains each task on its own head
     _learn_all(method, bench)
     x = torch.cat([t.test.inputs() for t in bench.tasks])
     owner = torch.cat([torch.full((len(t.test),), i) for i, t in enumerate(bench.tasks)])
@@ -85,7 +85,7 @@ def test_train_units_seen_trains_against_earlier_heads_and_answers_over_seen_uni
     torch.manual_seed(0)
     bench = synthetic_benchmark("class", n_tasks=3)
     method = create("hnet", bench.info(), **SMALL, train_units="seen")
-    for scenario in ("task", "domain"):  # own units outside class-IL, and for hnet-tir (a task classifier picks)
+    for scenario in ("task", "domain"):  # own units by default in every scenario, and for hnet-tir
         assert create("hnet", synthetic_benchmark(scenario, n_tasks=2).info(), **SMALL).config.train_units == "own"
     assert create("hnet-tir", bench.info(), **SMALL).config.train_units == "own"
     session = method.start_task(0)

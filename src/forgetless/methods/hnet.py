@@ -9,9 +9,11 @@ Task-IL (CL1): the given task id picks the embedding. Domain-IL (CL2) and class-
 inferred as the embedding whose model gives the lowest predictive entropy on the input (HNET+ENT, Sec. 2.3),
 and that model's output head answers. ``infer_task`` reports the inferred task.
 
-Training uses the task's own output units (one head per task, or the shared head in domain-IL), except for
-HNET+ENT in class-IL, which, as the authors' code does there, trains each task's softmax over the units of every
-task seen so far (``train_units``); the target network has one output per label of the benchmark.
+Training uses the task's own output units (one head per task, or the shared head in domain-IL), as the authors'
+HNET+ENT does in class-IL (``--infer_task_id --infer_with_entropy`` sets ``infer_output_head``);
+``train_units=seen`` instead trains each task's softmax over the units of every task seen so far (their growing
+CL3 head, which their code never combines with entropy inference). The target network has one output per label
+of the benchmark.
 """
 
 from __future__ import annotations
@@ -68,9 +70,9 @@ class HnetConfig(TrainConfig):
     lookahead: bool = True  # evaluate the regulariser at Theta + dTheta (Eq. 2); False: at Theta
     reg_tasks: int | None = None  # stochastic regulariser: at most K random past tasks per step (Appendix D)
     temperature: float = 1.0  # softmax temperature of the entropy used for task inference (HNET+ENT)
-    # softmax of the task loss over the task's "own" units or over the units of every task "seen" so far
-    # (the authors' CL3 code without a task-inference network); with "seen" the inferred model answers over
-    # all seen units. The entropy of HNET+ENT is over the task's own units either way (docs/hnet.md).
+    # softmax of the task loss over the task's "own" units (the authors' HNET+ENT) or over the units of every
+    # task "seen" so far (their growing CL3 head); with "seen" the inferred model answers over all seen units.
+    # The entropy of HNET+ENT is over the task's own units either way (docs/hnet.md, ambiguity 4).
     train_units: str = "own"
 
     def validate(self) -> None:
@@ -320,11 +322,4 @@ class HnetClassifier(Method):
 @register("hnet", "task-conditioned hypernetwork (von Oswald et al., 2020); entropy task inference outside task-IL")
 class HNET(HnetClassifier):
     """HNET in task-IL; HNET+ENT (lowest predictive entropy picks the embedding) in domain- and class-IL."""
-
-    @classmethod
-    def defaults(cls, info):
-        out = hnet_defaults(info)
-        if info.scenario == "class":  # the authors' CL3 path without a task-inference network (docs/hnet.md)
-            out["train_units"] = "seen"
-        return out
 
