@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +51,20 @@ def test_class_order_and_classes_per_task():
     assert [t.classes for t in r1] == [t.classes for t in r2] != [t.classes for t in r3]
     assert sorted(c for t in r1 for c in t.classes) == list(range(10))
     assert len(benchmarks.build("split-digits", "class", 0, n_tasks=3)) == 3
+
+
+def test_vandeven_class_order_is_van_de_ven_and_tolias_pairing():
+    # their data.py: np.random.seed(seed); p = np.random.permutation(list(range(10))); digit y gets label p[y];
+    # task k holds labels 2k, 2k+1 and, in domain-IL, digit y is answered with p[y] - 2k
+    np.random.seed(5)
+    p = np.random.permutation(list(range(10)))
+    bench = benchmarks.build("split-digits", "domain", 5, class_order="vandeven")
+    assert [t.classes for t in bench] == [[6, 5], [2, 9], [3, 1], [8, 4], [7, 0]]
+    for k, task in enumerate(bench):
+        assert sorted(task.classes) == sorted(y for y in range(10) if p[y] // 2 == k)
+        assert [int(p[y]) - 2 * k for y in task.classes] == task.labels == [0, 1]
+    zero = benchmarks.build("split-digits", "domain", 0, class_order="vandeven")  # their seed-0 exception
+    assert [t.classes for t in zero] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 
 
 def test_validation_split_is_held_out_and_stratified():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .. import data
@@ -15,7 +16,8 @@ from .transforms import Compose, Pad, PermutePixels, RandomCropFlip, ToFloat, Tr
 @dataclass
 class SplitOptions:
     classes_per_task: int = 2
-    class_order: tuple[int, ...] | str | None = None  # explicit order, "random" (from the seed) or None
+    # explicit order, "random" (from the seed), "vandeven" (van de Ven & Tolias' pairing for the seed) or None
+    class_order: tuple[int, ...] | str | None = None
     n_tasks: int | None = None  # keep only the first n tasks
     val_fraction: float = 0.1
     train_per_class: int | None = None  # subsample the training data (quick runs)
@@ -39,8 +41,16 @@ def _order(option, classes: list[int], seed: int) -> list[int]:
     if option == "random":
         g = torch.Generator().manual_seed(seed)
         return [classes[i] for i in torch.randperm(len(classes), generator=g).tolist()]
+    if option == "vandeven":
+        # GMvandeVen/continual-learning data.py: new label p[y] for digit y, p = np.random.permutation(10) right
+        # after np.random.seed(seed) (their main.py's first numpy draw; seed 0 keeps the digits in order); task
+        # k holds the new labels 2k, 2k+1, so the class order is the inverse permutation.
+        if seed == 0:
+            return list(classes)
+        perm = np.random.RandomState(seed).permutation(len(classes))
+        return [classes[i] for i in np.argsort(perm).tolist()]
     if isinstance(option, str):
-        raise ConfigError(f"class_order must be a list of class ids or 'random', got {option!r}")
+        raise ConfigError(f"class_order must be a list of class ids, 'random' or 'vandeven', got {option!r}")
     order = list(option)
     if sorted(order) != sorted(set(order)) or not set(order) <= set(classes):
         raise ConfigError(f"class_order must list distinct classes among {classes}, got {order}")
