@@ -110,6 +110,10 @@ def test_reproduce_prints_ours_beside_the_paper(capsys, tmp_path):
     collected = json.loads((tmp_path / "rep" / "reproduce.json").read_text())["rows"]
     assert collected[0]["ours_values"] == rows[0]["ours_values"]
     assert "| FT class | final_accuracy | 50.00 |" in (tmp_path / "rep" / "reproduce.md").read_text()
+    # a finished run is reused only if it was made with the settings asked for: a stale one is a clear error
+    code, _, err = _cli(["reproduce", str(conf), "--out", str(tmp_path / "rep"), "--only", "FT class",
+                         "--bench", "class_order=random", "--quiet"], capsys)
+    assert code == 2 and "made with other settings" in err and "class_order: None vs 'random'" in err
 
 
 

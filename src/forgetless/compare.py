@@ -42,9 +42,14 @@ def finished_run(out: str | Path) -> dict[str, Any] | None:
 
 
 def _run_one(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Reuse a finished run, resume a partial one, else start it (unless ``overwrite``)."""
+    """Reuse a finished run made with the same settings, resume a partial one, else start it (unless
+    ``overwrite``)."""
     if not kwargs.get("overwrite"):
         if (existing := finished_run(kwargs["out"])) is not None:
+            try:
+                runner.check_same_run(existing, **kwargs)
+            except ConfigError as err:
+                raise ConfigError(f"{kwargs['out']}: {err}") from None
             return existing
         if (Path(kwargs["out"]) / "results.json").exists():
             kwargs = {**kwargs, "resume": True}

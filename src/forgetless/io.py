@@ -27,7 +27,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic(path, lambda fh: fh.write((json.dumps(obj, indent=2, default=_default) + "\n").encode()))
+    _atomic(path, lambda fh: fh.write((json.dumps(obj, indent=2, default=json_default) + "\n").encode()))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -43,7 +43,8 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
-def _default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """What json.dumps cannot encode itself: tensors (as lists) and paths."""
     if isinstance(obj, torch.Tensor):
         return obj.tolist()
     if isinstance(obj, Path):

@@ -8,6 +8,7 @@ exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import json
 import platform
 import random
 import sys
@@ -94,6 +95,40 @@ def measure_macs(method: mbase.Method, bench: Benchmark) -> int | None:
 
 # --------------------------------------------------------------------------------------------- runs
 
+def _build(method, benchmark, scenario: str, seed: int, config: dict[str, Any] | None,
+           bench_options: dict[str, Any] | None, data_root: str | None, backbone) -> tuple[Benchmark, str, Any]:
+    """The benchmark and the untrained method of a run (seeded as the run seeds them)."""
+    seed_everything(seed)
+    bench = benchmark if isinstance(benchmark, Benchmark) else benchmarks.build(
+        benchmark, scenario, seed, data_root, **(bench_options or {}))
+    if isinstance(method, mbase.Method):
+        return bench, method.name or type(method).__name__, method
+    overrides = dict(config or {})
+    if backbone is not None:
+        overrides["backbone"] = backbone
+    return bench, method, mbase.create(method, bench.info(), **overrides)
+
+
+def check_same_run(result: dict[str, Any], method, benchmark, *, scenario: str = "class", seed: int = 0,
+                   config: dict[str, Any] | None = None, bench_options: dict[str, Any] | None = None,
+                   data_root: str | None = None, backbone=None, **_: Any) -> None:
+    """Raise ConfigError if the finished run ``result`` was made with other settings than the run requested
+    (reusing it would silently tabulate the wrong experiment). Options that one side does not know (added
+    to forgetless after the run was made) are not compared."""
+    bench, name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
+    want = json.loads(json.dumps(_identity(name, bench, seed, mbase.config_dict(model)), default=fio.json_default))
+    diffs = []
+    for key, value in want.items():
+        have = result.get(key)
+        if isinstance(value, dict) and isinstance(have, dict):
+            diffs += [f"{key}.{k}: {have[k]!r} vs {v!r}" for k, v in value.items() if k in have and have[k] != v]
+        elif have != value:
+            diffs.append(f"{key}: {have!r} vs {value!r}")
+    if diffs:
+        raise ConfigError(f"the finished run there was made with other settings ({'; '.join(diffs)[:300]}); "
+                          "use --overwrite to replace it or another --out")
+
+
 def _identity(method_name: str, bench: Benchmark, seed: int, config: dict[str, Any]) -> dict[str, Any]:
     return {"method": method_name, "benchmark": bench.name, "scenario": bench.scenario, "seed": seed,
             "config": config, "benchmark_options": bench.options}
@@ -145,17 +180,8 @@ def run(
     objects. With ``out`` set, results, the log and a checkpoint after every task are written there.
     """
     device = resolve_device(device)
-    seed_everything(seed)
-    bench = benchmark if isinstance(benchmark, Benchmark) else benchmarks.build(
-        benchmark, scenario, seed, data_root, **(bench_options or {}))
+    bench, method_name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
     info = bench.info()
-    if isinstance(method, mbase.Method):
-        method_name, model = method.name or type(method).__name__, method
-    else:
-        overrides = dict(config or {})
-        if backbone is not None:
-            overrides["backbone"] = backbone
-        method_name, model = method, mbase.create(method, info, **overrides)
     identity = _identity(method_name, bench, seed, mbase.config_dict(model))
     progress = not quiet and sys.stderr.isatty()
 
