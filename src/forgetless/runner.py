@@ -126,7 +126,7 @@ def check_same_run(result: dict[str, Any], method, benchmark, *, scenario: str =
             diffs.append(f"{key}: {have!r} vs {value!r}")
     if diffs:
         raise ConfigError(f"the finished run there was made with other settings ({'; '.join(diffs)[:300]}); "
-                          "use --overwrite to replace it or another --out")
+                          "move it away (compare: --overwrite) or use another --out")
 
 
 def _identity(method_name: str, bench: Benchmark, seed: int, config: dict[str, Any]) -> dict[str, Any]:
