@@ -322,4 +322,3 @@ class HnetClassifier(Method):
 @register("hnet", "task-conditioned hypernetwork (von Oswald et al., 2020); entropy task inference outside task-IL")
 class HNET(HnetClassifier):
     """HNET in task-IL; HNET+ENT (lowest predictive entropy picks the embedding) in domain- and class-IL."""
-
