@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__, benchmarks, metrics
+from . import config as cfg
 from . import io as fio
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, ForgetlessError, RunExistsError
@@ -95,12 +96,18 @@ def measure_macs(method: mbase.Method, bench: Benchmark) -> int | None:
 
 # --------------------------------------------------------------------------------------------- runs
 
+def _benchmark(benchmark, scenario: str, seed: int, bench_options: dict[str, Any] | None,
+               data_root: str | None) -> Benchmark:
+    """The run's benchmark, built after seeding as the run seeds it."""
+    seed_everything(seed)
+    return benchmark if isinstance(benchmark, Benchmark) else benchmarks.build(
+        benchmark, scenario, seed, data_root, **(bench_options or {}))
+
+
 def _build(method, benchmark, scenario: str, seed: int, config: dict[str, Any] | None,
            bench_options: dict[str, Any] | None, data_root: str | None, backbone) -> tuple[Benchmark, str, Any]:
-    """The benchmark and the untrained method of a run (seeded as the run seeds them)."""
-    seed_everything(seed)
-    bench = benchmark if isinstance(benchmark, Benchmark) else benchmarks.build(
-        benchmark, scenario, seed, data_root, **(bench_options or {}))
+    """The benchmark and the untrained method of a run."""
+    bench = _benchmark(benchmark, scenario, seed, bench_options, data_root)
     if isinstance(method, mbase.Method):
         return bench, method.name or type(method).__name__, method
     overrides = dict(config or {})
@@ -115,17 +122,17 @@ def check_same_run(result: dict[str, Any], method, benchmark, *, scenario: str =
     """Raise ConfigError if the finished run ``result`` was made with other settings than the run requested
     (reusing it would silently tabulate the wrong experiment). Options that one side does not know (added
     to forgetless after the run was made) are not compared."""
-    bench, name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
-    want = json.loads(json.dumps(_identity(name, bench, seed, mbase.config_dict(model)), default=fio.json_default))
-    diffs = []
-    for key, value in want.items():
-        have = result.get(key)
-        if isinstance(value, dict) and isinstance(have, dict):
-            diffs += [f"{key}.{k}: {have[k]!r} vs {v!r}" for k, v in value.items() if k in have and have[k] != v]
-        elif have != value:
-            diffs.append(f"{key}: {have!r} vs {value!r}")
-    if diffs:
-        raise ConfigError(f"the finished run there was made with other settings ({'; '.join(diffs)[:300]}); "
+    if isinstance(method, str) and (backbone is None or isinstance(backbone, str)):
+        # the resolved config is enough: no need to build the network
+        bench = _benchmark(benchmark, scenario, seed, bench_options, data_root)
+        overrides = {**(config or {}), **({"backbone": backbone} if backbone else {})}
+        name, resolved = method, cfg.to_dict(mbase.resolve_config(method, bench.info(), overrides))
+    else:
+        bench, name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
+        resolved = mbase.config_dict(model)
+    want = json.loads(json.dumps(_identity(name, bench, seed, resolved), default=fio.json_default))
+    if diffs := _diff({k: result.get(k) for k in want}, want, shared_only=True):
+        raise ConfigError(f"the finished run there was made with other settings ({diffs}); "
                           "move it away (compare: --overwrite) or use another --out")
 
 
@@ -254,9 +261,18 @@ def run(
     return result
 
 
-def _diff(a: dict, b: dict) -> str:
-    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)[:300]
+def _diff(a: dict, b: dict, shared_only: bool = False) -> str:
+    """``key: a vs b`` for each difference, one level into nested dicts (``config.lr``); ``shared_only``:
+    nested keys missing on one side are not differences."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            keys = set(x) & set(y) if shared_only else set(x) | set(y)
+            out += [f"{k}.{kk}: {x.get(kk)!r} vs {y.get(kk)!r}" for kk in sorted(keys) if x.get(kk) != y.get(kk)]
+        elif x != y:
+            out.append(f"{k}: {x!r} vs {y!r}")
+    return ", ".join(out)[:300]
 
 
 def _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, per_task, eval_seconds,
