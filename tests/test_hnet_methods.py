@@ -188,12 +188,13 @@ class _Fixed(torch.nn.Module):
         return self.logits
 
 
-@pytest.mark.parametrize("scenario", ["task", "class"])
-def test_hnet_r_distillation_targets(scenario, monkeypatch):
+@pytest.mark.parametrize(("scenario", "pad"), [("task", "probability"), ("class", "probability"), ("class", "logit")])
+def test_hnet_r_distillation_targets(scenario, pad, monkeypatch):
     """Soft targets at T = 2 from the previous classifier: on the replayed task's head in task-IL; in class-IL
-    over the old labels, zero-padded for the new ones, against the student over every label seen."""
+    over the old labels, padded for the new ones with zero probability or zero logits, against the student over
+    every label seen."""
     bench = synthetic_benchmark(scenario, n_tasks=3)
-    method = create("hnet-r", bench.info(), hidden=(8,), **SMALL_VAE)
+    method = create("hnet-r", bench.info(), hidden=(8,), distill_pad=pad, **SMALL_VAE)
     teacher = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.5, -1.0, 2.0, 0.0, 1.0, 1.0]])
     student = torch.tensor([[0.0, 1.0, 0.0, 2.0, -1.0, 3.0], [1.0, 0.0, -2.0, 1.0, 0.0, 0.5]])
     x = torch.zeros(2, 1, 8, 8)
@@ -207,8 +208,11 @@ def test_hnet_r_distillation_targets(scenario, monkeypatch):
         heads = [[0, 1], [2, 3]]
         terms = [-(torch.softmax(teacher[i, h] / T, 0) * torch.log_softmax(student[i, h] / T, 0)).sum()
                  for i, h in enumerate(heads)]
-    else:  # teacher over labels 0..3 (tasks 0, 1), student over 0..5
+    elif pad == "probability":  # teacher over labels 0..3 (tasks 0, 1), student over 0..5
         p = torch.cat([torch.softmax(teacher[:, :4] / T, 1), torch.zeros(2, 2)], 1)
+        terms = list(-(p * torch.log_softmax(student / T, 1)).sum(1))
+    else:  # the teacher's logits of labels 4, 5 (task 2) replaced by 0 before the softmax over 0..5
+        p = torch.softmax(torch.cat([teacher[:, :4], torch.zeros(2, 2)], 1) / T, 1)
         terms = list(-(p * torch.log_softmax(student / T, 1)).sum(1))
     assert kd.item() == pytest.approx((torch.stack(terms).mean() * T**2).item(), rel=1e-5)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -187,12 +187,17 @@ class HnetRConfig(TrainConfig, ReplayConfig):
     iterations: int | None = 2000
     lr: float = 1e-3
     distill_temperature: float = 2.0
+    # class-IL soft targets for the labels new in this task: probability 0 (van de Ven & Tolias' DGR+distill)
+    # or logit 0 (the hypernetwork authors' script), see docs/hnet.md
+    distill_pad: Literal["probability", "logit"] = "probability"
 
     def validate(self) -> None:
         TrainConfig.validate(self)
         self.validate_replay()
         if self.distill_temperature <= 0:
             raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.distill_pad not in ("probability", "logit"):
+            raise ConfigError(f"distill_pad={self.distill_pad!r} is not valid; valid: probability, logit")
 
 
 @register("hnet-r", "HNET+R: classifier trained with replay from a hypernetwork-protected VAE (soft targets)")
@@ -241,10 +246,12 @@ class HnetR(SequentialClassifier):
             teacher = self._previous[0](x_r)
         student = self(x_r)
         if self.info.scenario == "class":
-            # Teacher over the labels seen before this task, padded with zero probability for the new ones;
-            # student over every label seen so far (van de Ven & Tolias' DGR+distill).
+            # Teacher over the labels seen before this task, padded for the new ones with zero probability (van
+            # de Ven & Tolias' DGR+distill) or zero logits (the authors' script); student over every label seen.
             old = label_mask(self.info.active_labels(t - 1), self.info.n_outputs, x_r.device).expand_as(student)
             new = label_mask(self.info.active_labels(t), self.info.n_outputs, x_r.device).expand_as(student)
+            if cfg.distill_pad == "logit":
+                teacher, old = teacher.masked_fill(new & ~old, 0.0), new
         else:  # task-IL: each replayed sample on its own task's head; domain-IL: the shared head
             old = new = self.task_masks[t_r]
         temp = cfg.distill_temperature
