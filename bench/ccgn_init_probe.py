@@ -7,7 +7,8 @@ default initialisation and from He's.
 
 With ``--epochs N`` it instead trains the plain network from He's initialisation on the pair's whole training
 split for N epochs with the same optimiser and prints the test accuracy after each epoch: the ceiling of the
-backbone itself under the CPU budget (docs/ccgn.md, "Acceptance results").
+backbone itself under the CPU budget (docs/ccgn.md, "Acceptance results"). Inputs are standardised with the
+pair's training statistics, as `ccgn`'s default `input_norm=first-task` does; ``--raw`` keeps pixels in [0, 1].
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ def losses(x: torch.Tensor, y: torch.Tensor, init: str, steps: int, seed: int) -
     return out
 
 
-def epoch_accuracies(train, test, epochs: int, seed: int) -> list[float]:
+def epoch_accuracies(train, test, epochs: int, seed: int, raw: bool = False) -> list[float]:
     """Test accuracy after each epoch of shuffled batches of 128, He's initialisation."""
     (x, y), (xt, yt) = train, test
+    if not raw:
+        mean, std = x.mean(), x.std()
+        x, xt = (x - mean) / std, (xt - mean) / std
     net, head, params, opt = plain_network("kaiming", seed)
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -72,6 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=0, help="report test accuracy per epoch instead")
+    parser.add_argument("--raw", action="store_true", help="with --epochs: do not standardise the inputs")
     args = parser.parse_args()
     a, b = (int(c) for c in args.pair.split(","))
     ds = load("mnist", args.data_dir)
@@ -82,7 +87,7 @@ def main() -> None:
 
     if args.epochs:
         accs = epoch_accuracies(pair(ds.train_x, ds.train_y, None), pair(ds.test_x, ds.test_y, None),
-                                args.epochs, args.seed)
+                                args.epochs, args.seed, args.raw)
         for epoch, acc in enumerate(accs, 1):
             print(f"epoch {epoch}: test accuracy {100 * acc:.2f}")
         return

@@ -175,6 +175,31 @@ def test_task_il_old_tasks_bit_identical_and_frozen_kernels_unchanged():
             assert not (bank.allowed[t] & ~bank.frozen).any()
 
 
+def test_inputs_are_standardised_with_the_first_tasks_statistics_which_then_stay_fixed():
+    bench = synthetic_benchmark("task", n_tasks=2, shape=(2, 8, 8), per_class=20)
+    model = _ccgn(bench, epochs=1)
+    ctx = Context(generator=torch.Generator().manual_seed(0))
+    model.learn(bench.tasks[0], ctx)
+    x = bench.tasks[0].train.inputs()
+    per_channel = x.transpose(0, 1).reshape(2, -1)
+    torch.testing.assert_close(model.input_norm.mean, per_channel.mean(1))
+    torch.testing.assert_close(model.input_norm.std, per_channel.std(1))
+    z = model.input_norm(x).transpose(0, 1).reshape(2, -1)
+    torch.testing.assert_close(z.mean(1), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(1), torch.ones(2))
+    fixed = model.input_norm.state_dict()
+    ctx.task_index = 1
+    model.learn(bench.tasks[1], ctx)
+    assert all(torch.equal(v, model.input_norm.state_dict()[k]) for k, v in fixed.items())
+    with pytest.raises(RuntimeError, match="already fitted"):
+        model.input_norm.fit(x)
+    raw = _ccgn(bench, epochs=1, input_norm="none")
+    raw.learn(bench.tasks[0], Context(generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(raw.input_norm(x), x)
+    with pytest.raises(ConfigError, match="input_norm"):
+        _ccgn(bench, input_norm="batch")
+
+
 def test_relevance_is_the_firing_rate_on_validation():
     bench = synthetic_benchmark("task", n_tasks=1, shape=(1, 8, 8), per_class=30)
     model = _ccgn(bench, epochs=2)
@@ -192,7 +217,7 @@ def test_gate_norm_statistics_are_re_estimated_at_the_final_weights():
     model = _ccgn(bench, epochs=2)
     model.learn(bench.tasks[0], Context(generator=torch.Generator().manual_seed(0)))
     module = model.net.banks[0].modules_[0]  # first layer: its input (the pooled image) has no gates upstream
-    pooled = bench.tasks[0].train.inputs().mean(dim=(2, 3))
+    pooled = model.input_norm(bench.tasks[0].train.inputs()).mean(dim=(2, 3))
     hidden = module.fc1(pooled).detach()
     batch_means = torch.stack([h.mean(0) for h in hidden.split(16)])  # cumulative average of batch means
     torch.testing.assert_close(module.bn.running_mean, batch_means.mean(0), rtol=1e-4, atol=1e-6)

@@ -52,11 +52,13 @@ from ..nn.gates import (
 )
 from ..nn.heads import MultiHead
 from ..nn.masks import CCGN_TEMPERATURE
+from ..nn.standardize import InputStandardizer
 from ..nn.taskwise import TaskBatchNorm
 from .base import Context, Method, TrainConfig, register
 from .transfer import make_sgd_or_adam
 
 MEMORIES = ("none", "episodic", "generative")
+INPUT_NORMS = ("first-task", "none")
 
 
 @dataclass
@@ -77,6 +79,7 @@ class CCGNConfig(TrainConfig):
     gate_hidden: int = GATE_HIDDEN
     gate_bias: float = 2.0  # initial bias of the gate logits (not in the paper; CPU budget, docs/ccgn.md)
     kernel_init: str = "kaiming"  # initialisation of the gated kernels (paper: not given; CPU budget, docs/ccgn.md)
+    input_norm: Literal["first-task", "none"] = "first-task"  # standardise inputs (paper: not given; docs/ccgn.md)
     gate_lr_scale: float = 30.0  # learning rate of the gating modules / lr (paper: 1; CPU budget, docs/ccgn.md)
     temperature: float = CCGN_TEMPERATURE
     model_selection: bool = True  # keep the epoch with the best validation objective
@@ -106,6 +109,8 @@ class CCGNConfig(TrainConfig):
             raise ConfigError(f"relevance_threshold must be in [0, 1), got {self.relevance_threshold}")
         if self.kernel_init not in KERNEL_INITS:
             raise ConfigError(f"kernel_init={self.kernel_init!r} is not valid; valid: {choices(KERNEL_INITS)}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ConfigError(f"input_norm={self.input_norm!r} is not valid; valid: {choices(INPUT_NORMS)}")
         if self.gate_lr_scale <= 0:
             raise ConfigError(f"gate_lr_scale must be > 0, got {self.gate_lr_scale}")
         if self.gate_hidden < 1 or self.task_hidden < 1 or self.temperature <= 0:
@@ -152,6 +157,8 @@ class CCGN(Method):
             raise ConfigError(f"ccgn: {err}") from None
         for kernels in self.net.kernels():
             kernels.reinitialise(init=cfg.kernel_init)
+        # fitted on the first task's training inputs, then fixed: later tasks must not move old tasks' inputs
+        self.input_norm = InputStandardizer(info.input_shape[0])
         width = self.net.out_features
         self.heads = MultiHead(width, info.task_labels, info.n_outputs)
         self.class_il = info.scenario == "class"
@@ -172,7 +179,7 @@ class CCGN(Method):
 
     # ------------------------------------------------------------------------------------- forward
     def streams(self, x: torch.Tensor, tasks: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self.net(x, tasks)
+        return self.net(self.input_norm(x), tasks)
 
     def task_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Task classifier on stream features (T, B, C): logits over the T tasks (Eq. 7; streams not yet
@@ -260,6 +267,8 @@ class CCGN(Method):
         if t != self.tasks_learned:
             raise ForgetlessError(f"ccgn learns tasks in order: expected task {self.tasks_learned}, got {t}")
         self.transforms.append(task.train.transform)
+        if t == 0 and cfg.input_norm == "first-task":
+            self.input_norm.fit(torch.cat([x for x, _ in task.train.batches(4096)]))
         if self.generators is not None:
             self.fit_generator(task, ctx)
         params = self._trainable(t)
