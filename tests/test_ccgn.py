@@ -312,6 +312,7 @@ def test_cpu_budget_defaults_on_mnist_paper_values_on_cifar():
     info = synthetic_benchmark("task", n_tasks=2, shape=(1, 8, 8)).info()
     mnist = resolve_config("ccgn", dataclasses.replace(info, dataset="mnist"))
     assert (mnist.lambda_s, mnist.gate_lr_scale, mnist.kernel_init) == (0.5, 30.0, "kaiming")
+    assert (mnist.batch_size, mnist.lr, mnist.epochs, mnist.input_norm) == (64, 0.05, 7, "first-task")
     cifar = resolve_config("ccgn", dataclasses.replace(info, dataset="cifar10", input_shape=(3, 8, 8)))
     assert (cifar.backbone, cifar.gate_lr_scale, cifar.lambda_s, cifar.lr) == ("resnet18", 1.0, 1.0, 0.1)
 
