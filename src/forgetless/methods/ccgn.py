@@ -268,7 +268,7 @@ class CCGN(Method):
             raise ForgetlessError(f"ccgn learns tasks in order: expected task {self.tasks_learned}, got {t}")
         self.transforms.append(task.train.transform)
         if t == 0 and cfg.input_norm == "first-task":
-            self.input_norm.fit(torch.cat([x for x, _ in task.train.batches(4096)]))
+            self.input_norm.fit(task.train.inputs())
         if self.generators is not None:
             self.fit_generator(task, ctx)
         params = self._trainable(t)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, choices
 from ..memory import require_unit_interval
 from ..memory.hnet_vae import HnetVAE
 from ..metrics import module_bytes
@@ -179,6 +179,9 @@ class HnetTIR(HnetClassifier):
 
 # ---------------------------------------------------------------------------------------------- HNET+R
 
+DISTILL_PADS = ("probability", "logit")
+
+
 @dataclass
 class HnetRConfig(TrainConfig, ReplayConfig):
     """An ordinary classifier (MLP 400-400 on split MNIST, 1000-1000 on permuted MNIST), Adam lr 1e-3,
@@ -196,8 +199,8 @@ class HnetRConfig(TrainConfig, ReplayConfig):
         self.validate_replay()
         if self.distill_temperature <= 0:
             raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
-        if self.distill_pad not in ("probability", "logit"):
-            raise ConfigError(f"distill_pad={self.distill_pad!r} is not valid; valid: probability, logit")
+        if self.distill_pad not in DISTILL_PADS:
+            raise ConfigError(f"distill_pad={self.distill_pad!r} is not valid; valid: {choices(DISTILL_PADS)}")
 
 
 @register("hnet-r", "HNET+R: classifier trained with replay from a hypernetwork-protected VAE (soft targets)")
