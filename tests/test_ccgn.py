@@ -175,6 +175,31 @@ def test_task_il_old_tasks_bit_identical_and_frozen_kernels_unchanged():
             assert not (bank.allowed[t] & ~bank.frozen).any()
 
 
+def test_frozen_kernels_gradients_neither_move_them_nor_shrink_the_clipped_step_of_free_ones():
+    bench = synthetic_benchmark("task", n_tasks=2, shape=(1, 8, 8), per_class=40)
+    model = _ccgn(bench, optimizer="sgd", momentum=0.0, lr=0.1, grad_clip=1.0)
+    model.learn(bench.tasks[0], Context(generator=torch.Generator().manual_seed(0)))
+    conv = model.net.cnn.conv3
+    rows = model.net.banks[2].frozen
+    assert rows.any() and not rows.all()
+
+    def step_from(snapshot, frozen_scale):
+        model.load_state_dict(snapshot)
+        params = model._trainable(1)
+        frozen = [(p, r, p.detach()[r].clone()) for p, r in model.net.freeze_rows() if bool(r.any())]
+        # a tiny gradient on the free kernels, a huge one (or none) on the frozen ones
+        loss = 1e-3 * conv.weight[~rows].sum() + frozen_scale * conv.weight[rows].sum()
+        model.step(loss, params, frozen, model.make_optimizer(params, 1))
+        return conv.weight.detach().clone()
+
+    snapshot = copy.deepcopy(model.state_dict())
+    start = conv.weight.detach().clone()
+    with_huge, without = step_from(snapshot, 1e6), step_from(snapshot, 0.0)
+    assert torch.equal(with_huge[rows], start[rows])
+    assert torch.allclose(with_huge[~rows], start[~rows] - 0.1 * 1e-3)  # the free kernels' step is not clipped
+    assert torch.equal(with_huge, without)
+
+
 def test_inputs_are_standardised_with_the_first_tasks_statistics_which_then_stay_fixed():
     bench = synthetic_benchmark("task", n_tasks=2, shape=(2, 8, 8), per_class=20)
     model = _ccgn(bench, epochs=1)

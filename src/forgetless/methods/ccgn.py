@@ -288,14 +288,7 @@ class CCGN(Method):
                 xr, tr = self.rehearsal_batch(batch.x, t, ctx)
                 task_ce = self.task_loss(xr, tr, t)
                 loss = loss + task_ce
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            with torch.no_grad():  # kernels relevant to earlier tasks never change (momentum, decay included)
-                for p, rows, saved in frozen:
-                    p[rows] = saved
+            self.step(loss, params, frozen, optimizer)
             if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=ce, sparsity=sparsity,
                         **({"task_loss": task_ce} if task_ce is not None else {}))
@@ -319,6 +312,24 @@ class CCGN(Method):
         if cfg.macs_probe and len(task.val):
             self.probes.append(task.val.subset(torch.arange(min(cfg.macs_probe, len(task.val)))).to("cpu"))
             self.macs_history.append(self.measure_macs())
+
+    def step(self, loss: torch.Tensor, params: list[nn.Parameter],
+             frozen: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer) -> None:
+        """One optimiser step on ``loss`` that leaves the kernels frozen for earlier tasks (``frozen``: parameter,
+        rows, saved values) exactly as they were. Their gradients are zeroed before clipping: they are never
+        applied, and counted in the norm they would shrink the clipped step of the kernels that do learn."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            for p, rows, _ in frozen:
+                if p.grad is not None:
+                    p.grad[rows] = 0
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        optimizer.step()
+        with torch.no_grad():  # momentum and weight decay would still move them
+            for p, rows, saved in frozen:
+                p[rows] = saved
 
     def make_optimizer(self, params: list[nn.Parameter], t: int) -> torch.optim.Optimizer:
         """Table 4's optimiser over ``params``; task t's gating modules learn at ``gate_lr_scale`` x lr."""
