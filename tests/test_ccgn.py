@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import matplotlib.image
 import pytest
 import torch
 
@@ -342,9 +343,10 @@ def test_cpu_budget_defaults_on_mnist_paper_values_on_cifar():
     assert (cifar.backbone, cifar.gate_lr_scale, cifar.lambda_s, cifar.lr) == ("resnet18", 1.0, 1.0, 0.1)
 
 
-def test_generative_memory_trains_a_generator_at_the_start_of_each_task():
+def test_generative_memory_trains_a_generator_at_the_start_of_each_task(tmp_path):
     bench = synthetic_benchmark("class", n_tasks=2, shape=(1, 28, 28), per_class=20)
-    model = _ccgn(bench, memory="generative", gan_iterations=2, gan_batch_size=8, epochs=1, macs_probe=0)
+    model = _ccgn(bench, memory="generative", gan_iterations=2, gan_batch_size=8, epochs=1, macs_probe=0,
+                  grid_samples=3)
     seen = []
     original = model.rehearsal_batch
 
@@ -355,13 +357,18 @@ def test_generative_memory_trains_a_generator_at_the_start_of_each_task():
         return xs, ts
 
     model.rehearsal_batch = spy
-    ctx = Context(generator=torch.Generator().manual_seed(0))
+    ctx = Context(generator=torch.Generator().manual_seed(0), out_dir=tmp_path)
     model.learn(bench.tasks[0], ctx)
     assert len(model.generators) == 1
     ctx.task_index = 1
     model.learn(bench.tasks[1], ctx)
     assert seen and all(n == 2 for n in seen)  # the current task's generator exists before its training
     assert model.storage()["generator_bytes"] == 2 * 4 * model.generators[0].n_parameters()
+    # one row of 3 samples per task generator after each task
+    for t in (1, 2):
+        assert matplotlib.image.imread(tmp_path / "samples" / f"after-task-{t}.png").shape[:2] == (t * 28, 3 * 28)
+    with pytest.raises(ConfigError, match="grid_samples"):
+        _ccgn(bench, grid_samples=-1)
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])

@@ -18,6 +18,21 @@ def _pyplot():
     return plt
 
 
+def save_image_grid(images, path: Path) -> Path:
+    """A PNG of ``images`` (rows, columns, C, H, W) in [0, 1]: one image per cell, grey when C is 1. Sample
+    grids of the generative memories (DGM, CCGN) after each task."""
+    rows, cols, c, h, w = images.shape
+    grid = images.detach().float().cpu().clamp(0, 1).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c).numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    if c == 1:
+        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        plt.imsave(path, grid)
+    return path
+
+
 def mean_matrix(results: list[dict[str, Any]]) -> np.ndarray:
     n = len(results[0]["accuracy"])
     mats = np.full((len(results), n, n), np.nan)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -54,6 +55,7 @@ from ..nn.heads import MultiHead
 from ..nn.masks import CCGN_TEMPERATURE
 from ..nn.standardize import InputStandardizer
 from ..nn.taskwise import TaskBatchNorm
+from ..plots import save_image_grid
 from .base import Context, Method, TrainConfig, register
 from .transfer import make_sgd_or_adam
 
@@ -96,6 +98,7 @@ class CCGNConfig(TrainConfig):
     gan_critic_steps: int = 5
     gan_gp: float = 10.0
     macs_probe: int = 200  # validation samples per task kept to measure MACs in report() (0: off)
+    grid_samples: int = 8  # generative memory: samples per task generator in samples/after-task-T.png (0: none)
 
     def validate(self) -> None:
         super().validate()
@@ -111,6 +114,8 @@ class CCGNConfig(TrainConfig):
             raise ConfigError(f"kernel_init={self.kernel_init!r} is not valid; valid: {choices(KERNEL_INITS)}")
         if self.input_norm not in INPUT_NORMS:
             raise ConfigError(f"input_norm={self.input_norm!r} is not valid; valid: {choices(INPUT_NORMS)}")
+        if self.grid_samples < 0:
+            raise ConfigError(f"grid_samples must be >= 0 (0: no sample grid), got {self.grid_samples}")
         if self.gate_lr_scale <= 0:
             raise ConfigError(f"gate_lr_scale must be > 0, got {self.gate_lr_scale}")
         if self.gate_hidden < 1 or self.task_hidden < 1 or self.temperature <= 0:
@@ -312,6 +317,16 @@ class CCGN(Method):
         if cfg.macs_probe and len(task.val):
             self.probes.append(task.val.subset(torch.arange(min(cfg.macs_probe, len(task.val)))).to("cpu"))
             self.macs_history.append(self.measure_macs())
+        if self.generators is not None and cfg.grid_samples and ctx.out_dir is not None:
+            self.save_sample_grid(Path(ctx.out_dir) / "samples" / f"after-task-{t + 1}.png")
+
+    @torch.no_grad()
+    def save_sample_grid(self, path: Path, seed: int = 0) -> Path:
+        """A PNG with one row per task generator, ``grid_samples`` samples each from fixed noise: what the task
+        classifier is rehearsed with (generator artefacts are what it can learn to tell tasks apart by)."""
+        k = self.config.grid_samples
+        rows = [g.sample(k, torch.Generator().manual_seed(seed)) for g in self.generators]
+        return save_image_grid(torch.stack(rows), path)
 
     def step(self, loss: torch.Tensor, params: list[nn.Parameter],
              frozen: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer) -> None:

@@ -43,6 +43,7 @@ from ..memory.gan import critic_loss, generator_loss, gradient_penalty
 from ..memory.plastic_generator import PlasticGenerator
 from ..metrics import module_bytes
 from ..nn.masks import nested_anneal, reuse_weight
+from ..plots import save_image_grid
 from .base import Context, Method, TrainConfig, label_mask, masked_logits, register
 
 
@@ -338,19 +339,7 @@ class DGMa(DGM):
 
 def save_sample_grid(method: DGM, path: Path, per_class: int | None = None, seed: int = 0) -> Path:
     """A PNG grid: one row per learned label (in label order), ``per_class`` samples from fixed noise."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     k = per_class or method.config.grid_per_class
     labels = torch.tensor(sorted(method.label_task), dtype=torch.long).repeat_interleave(k)
     images = (method.generate(labels, generator=torch.Generator().manual_seed(seed)) + 1) / 2
-    rows, c, h, w = len(labels) // k, images.shape[1], images.shape[2], images.shape[3]
-    grid = images.clamp(0, 1).view(rows, k, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, k * w, c)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if c == 1:
-        plt.imsave(path, grid[..., 0].numpy(), cmap="gray", vmin=0, vmax=1)
-    else:
-        plt.imsave(path, grid.numpy())
-    return path
+    return save_image_grid(images.view(len(labels) // k, k, *images.shape[1:]), path)
