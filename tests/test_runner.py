@@ -19,11 +19,11 @@ DESIGN_FIELDS = {"method", "benchmark", "scenario", "seed", "config", "tasks", "
                  "macs_per_sample", "time", "versions"}
 
 
-def _run(tmp_path=None, seed=0, scenario="class", method="finetune", **kw):
+def _run(tmp_path=None, seed=0, scenario="class", method="finetune", overrides=None, **kw):
     bench = synthetic_benchmark(scenario, n_tasks=3, per_class=40)
     out = None if tmp_path is None else tmp_path / "out"
-    return runner.run(method, bench, seed=seed, config={"epochs": 2, "batch_size": 16, "hidden": [32]}, out=out,
-                      quiet=True, **kw)
+    config = {"epochs": 2, "batch_size": 16, "hidden": [32], **(overrides or {})}
+    return runner.run(method, bench, seed=seed, config=config, out=out, quiet=True, **kw)
 
 
 def test_results_json_has_the_design_fields(tmp_path):
@@ -100,6 +100,20 @@ def test_resume_refuses_a_different_configuration(tmp_path, monkeypatch):
     monkeypatch.setattr(methods.METHODS["finetune"].cls, "learn", original)
     with pytest.raises(ConfigError, match="different run"):
         _run(tmp_path, seed=2, resume=True)
+
+
+def test_resume_accepts_an_option_added_since_the_checkpoint_only_at_its_default(tmp_path, monkeypatch):
+    original = _crash_finetune_at(monkeypatch, task_index=1)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, seed=1)
+    monkeypatch.setattr(methods.METHODS["finetune"].cls, "learn", original)
+    ckpt = tmp_path / "out" / "checkpoints" / "task-1.pt"
+    state = torch.load(ckpt, weights_only=False)
+    del state["identity"]["config"]["grad_clip"]  # as written by a version without that option
+    torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match="different run"):
+        _run(tmp_path, seed=1, resume=True, overrides={"grad_clip": 5.0})
+    assert _run(tmp_path, seed=1, resume=True)["complete"]
 
 
 class _FixedLogits(Method):

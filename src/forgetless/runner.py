@@ -206,7 +206,7 @@ def run(
             state = torch.load(ckpt, map_location="cpu", weights_only=False)
             if state.get("format") != CHECKPOINT_FORMAT:
                 raise ForgetlessError(f"{ckpt}: checkpoint format {state.get('format')} is not supported")
-            if state["identity"] != identity:
+            if not _same_run(state["identity"], identity, mbase.default_config_dict(model)):
                 raise ConfigError(f"{ckpt} was written by a different run ({_diff(state['identity'], identity)}); "
                                   f"resume with the same options or use --overwrite")
             model = state["method"]
@@ -259,6 +259,15 @@ def run(
     if out_dir is not None:
         fio.write_json(out_dir / "results.json", result)
     return result
+
+
+def _same_run(saved: dict, current: dict, defaults: dict) -> bool:
+    """Whether a checkpoint's identity is this run's. An option added to the method after the checkpoint was
+    written is absent from its identity; left at its default it is not a new choice, so it does not count."""
+    saved_config = saved.get("config") or {}
+    config = {k: v for k, v in (current.get("config") or {}).items()
+              if k in saved_config or k not in defaults or v != defaults[k]}
+    return saved == {**current, "config": config}
 
 
 def _diff(a: dict, b: dict, shared_only: bool = False) -> str:

@@ -294,3 +294,11 @@ def create(name: str, info: BenchmarkInfo, backbone: str | BackboneFactory | Non
 
 def config_dict(method: Method) -> dict[str, Any]:
     return cfg.to_dict(method.config) if dataclasses.is_dataclass(method.config) else dict(method.config or {})
+
+
+def default_config_dict(method: Method) -> dict[str, Any]:
+    """The method's configuration class at its own defaults (no benchmark defaults, no overrides), as
+    :func:`config_dict` writes it; empty when the configuration is not a dataclass."""
+    if not dataclasses.is_dataclass(method.config):
+        return {}
+    return cfg.to_dict(type(method.config)())
