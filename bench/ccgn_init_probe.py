@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from forgetless.data import load
 from forgetless.nn.backbones import SimpleCNN
 from forgetless.nn.gates import GatedKernels
+from forgetless.nn.standardize import InputStandardizer
 
 
 def plain_network(init: str, seed: int):
@@ -55,8 +56,9 @@ def epoch_accuracies(train, test, epochs: int, seed: int, raw: bool = False) -> 
     """Test accuracy after each epoch of shuffled batches of 128, He's initialisation."""
     (x, y), (xt, yt) = train, test
     if not raw:
-        mean, std = x.mean(), x.std()
-        x, xt = (x - mean) / std, (xt - mean) / std
+        norm = InputStandardizer(x.shape[1])
+        norm.fit(x)
+        x, xt = norm(x), norm(xt)
     net, head, params, opt = plain_network("kaiming", seed)
     g = torch.Generator().manual_seed(seed)
     out = []

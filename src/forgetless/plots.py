@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _pyplot():
@@ -18,7 +21,7 @@ def _pyplot():
     return plt
 
 
-def save_image_grid(images, path: Path) -> Path:
+def save_image_grid(images: torch.Tensor, path: Path) -> Path:
     """A PNG of ``images`` (rows, columns, C, H, W) in [0, 1]: one image per cell, grey when C is 1. Sample
     grids of the generative memories (DGM, CCGN) after each task."""
     rows, cols, c, h, w = images.shape

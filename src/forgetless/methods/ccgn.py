@@ -52,7 +52,7 @@ from ..nn.gates import (
     sparsity_loss,
 )
 from ..nn.heads import MultiHead
-from ..nn.masks import CCGN_TEMPERATURE
+from ..nn.masks import CCGN_TEMPERATURE, block_gradients_
 from ..nn.standardize import InputStandardizer
 from ..nn.taskwise import TaskBatchNorm
 from ..plots import save_image_grid
@@ -335,10 +335,7 @@ class CCGN(Method):
         applied, and counted in the norm they would shrink the clipped step of the kernels that do learn."""
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():
-            for p, rows, _ in frozen:
-                if p.grad is not None:
-                    p.grad[rows] = 0
+        block_gradients_((p, (~rows).to(p.dtype).view(-1, *(1,) * (p.dim() - 1))) for p, rows, _ in frozen)
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         optimizer.step()
