@@ -9,7 +9,7 @@ classifier's test accuracy per learned class, with
 
 and, for each, the share of wrongly classified old-class images that went to the newest class.
 
-    OMP_NUM_THREADS=1 python bench/dgm_classifier_probe.py runs/dgm/dgmw-s1/checkpoints/task-10.pt \
+    OMP_NUM_THREADS=1 python bench/dgm_classifier_probe.py runs/dgm/dgmw-cpu-s1/checkpoints/task-10.pt \
         --data-dir ../shared/data --seed 1
 """
 
