@@ -21,6 +21,7 @@ import torch
 
 from forgetless.benchmarks.base import build
 from forgetless.methods.dgm import DGM
+from forgetless.nn.norm_statistics import cumulative_statistics
 
 
 def accuracy(method: DGM, x: torch.Tensor, y: torch.Tensor, newest: int) -> tuple[list[float], float]:
@@ -38,11 +39,8 @@ def accuracy(method: DGM, x: torch.Tensor, y: torch.Tensor, newest: int) -> tupl
 def reestimate_norms(method: DGM, images_gan: torch.Tensor, batch_size: int) -> None:
     """Cumulative batch-norm statistics of the discriminator over ``images_gan`` (already in GAN space)."""
     norms = [m for m in method.discriminator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
     method.discriminator.train()
-    with torch.no_grad():
+    with cumulative_statistics(norms), torch.no_grad():
         for chunk in images_gan.split(batch_size):
             method.discriminator(chunk)
 

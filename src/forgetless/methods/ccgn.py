@@ -53,6 +53,7 @@ from ..nn.gates import (
 )
 from ..nn.heads import MultiHead
 from ..nn.masks import CCGN_TEMPERATURE, block_gradients_
+from ..nn.norm_statistics import cumulative_statistics
 from ..nn.standardize import InputStandardizer
 from ..nn.taskwise import TaskBatchNorm
 from ..plots import save_image_grid
@@ -397,18 +398,13 @@ class CCGN(Method):
         norms += [n.slot(t) for n in self.net.modules() if isinstance(n, TaskBatchNorm)]
         self.eval()
         set_gate_noise(self.net, False)
-        saved = []
-        for norm in norms:
-            saved.append(norm.momentum)
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average over the pass
-            norm.train()
-        for bank in self.net.banks:  # gates as at test; only the batch norms gather statistics
-            bank.modules_[t].fc1.eval()
-        for x, _ in split.batches(self.config.batch_size):
-            self.streams(x, [t])
-        for norm, momentum in zip(norms, saved, strict=True):
-            norm.momentum = momentum
+        with cumulative_statistics(norms):
+            for norm in norms:
+                norm.train()
+            for bank in self.net.banks:  # gates as at test; only the batch norms gather statistics
+                bank.modules_[t].fc1.eval()
+            for x, _ in split.batches(self.config.batch_size):
+                self.streams(x, [t])
         set_gate_noise(self.net, True)
         self.eval()
 

@@ -1,5 +1,5 @@
 """Reusable layers: backbones and heads, task-conditioned modules (task batch norm), binary masks; gates,
-sparse layers, input standardisation and hypernetworks in their modules."""
+sparse layers, input standardisation, batch-norm re-estimation and hypernetworks in their modules."""
 
 from . import backbones, heads, masks, taskwise
 
