@@ -7,10 +7,13 @@ classifier's test accuracy per learned class, with
   generated images of the older ones), which a class-incremental learner may do;
 - the statistics re-estimated on the test images themselves (an oracle, for diagnosis only);
 
-and, for each, the share of wrongly classified old-class images that went to the newest class.
+and, for each, the share of wrongly classified old-class images that went to the newest class. With ``--judge``
+it also trains an MLP on the real training images of every learned class (an oracle, for diagnosis only) and
+prints, per class, the share of the generator's samples that this judge recognises next to the auxiliary
+classifier's accuracy on the same samples: whether the samples are recognisable digits at all.
 
     OMP_NUM_THREADS=1 python bench/dgm_classifier_probe.py runs/dgm/dgmw-cpu-s1/checkpoints/task-10.pt \
-        --data-dir ../shared/data --seed 1
+        --data-dir ../shared/data --seed 1 [--judge]
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from forgetless.benchmarks.base import build
 from forgetless.methods.dgm import DGM
@@ -45,11 +50,36 @@ def reestimate_norms(method: DGM, images_gan: torch.Tensor, batch_size: int) -> 
             method.discriminator(chunk)
 
 
+def judge_samples(method: DGM, tasks, gen: torch.Generator, per_class: int = 500, epochs: int = 3) -> None:
+    """Train an MLP on real training images of the learned classes (GAN space), then score generated samples."""
+    x = torch.cat([method.to_gan(t.train.inputs()).flatten(1) for t in tasks])
+    y = torch.cat([t.train.y for t in tasks])
+    judge = nn.Sequential(nn.Linear(x.shape[1], 400), nn.ReLU(), nn.Linear(400, method.info.n_outputs))
+    opt = torch.optim.Adam(judge.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(128):
+            loss = F.cross_entropy(judge(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    keep = torch.full((method.info.n_outputs,), float("-inf"))
+    keep[method.seen] = 0.0
+    method.discriminator.eval()
+    print("  generated samples (eval mode, as replayed), per class: judge recognises / auxiliary classifier")
+    with torch.no_grad():
+        for c in method.seen:
+            fake = method.generate(torch.full((per_class,), c), generator=gen)
+            by_judge = float((judge(fake.flatten(1)).argmax(1) == c).float().mean())
+            by_aux = float(((method.discriminator(fake)[1] + keep).argmax(1) == c).float().mean())
+            print(f"    {c}: {100 * by_judge:.1f} / {100 * by_aux:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0, help="the run's --seed (the benchmark is built with it)")
+    parser.add_argument("--judge", action="store_true", help="also score generated samples with a real-data MLP")
     args = parser.parse_args()
 
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
@@ -83,6 +113,9 @@ def main() -> None:
         shown = " ".join(f"{100 * v:.1f}" for v in per_class)
         print(f"  {name}: A = {100 * sum(per_class) / len(per_class):.2f}; per class {shown}; "
               f"old-class errors called {newest}: {100 * to_newest:.0f}%")
+    if args.judge:
+        method.discriminator.load_state_dict(trained)
+        judge_samples(method, tasks, gen)
 
 
 if __name__ == "__main__":
