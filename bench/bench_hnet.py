@@ -3,7 +3,7 @@ setting (chunked hypernetwork of 465,192 weights + embeddings generating a 784-4
 regulariser with lookahead over 4 past tasks) against one plain Adam step of that MLP, plus whole runs
 of hnet / hnet-r / hnet-tir against finetune (time per task).
 
-The authors' library (hypnettorch) takes about 6x the plain step in this setting. Here both steps use the
+The authors' library (hypnettorch) is timed on the same step by ``hnet_reference.py step``. Here both steps use the
 same batch and loss; the plain step uses torch's default Adam as ``finetune`` does. Timings are medians
 of wall time and of this thread's CPU time (the latter is steadier on a shared machine).
 """
