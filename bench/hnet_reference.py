@@ -11,7 +11,7 @@ Two measurements, both in the split-MNIST setting of Appendix C (chunked hyperne
   by lowest entropy over each task's own units. Compare with
   ``forgetless run --method hnet --benchmark split-mnist --scenario class --seed S --bench val_fraction=0.0``.
 ``step``: the time of one hypnettorch training step (task 5, regulariser over 4 past tasks) against one plain
-  Adam step of the same MLP, as ``bench_hnet.py`` measures forgetless's step.
+  Adam step of the same MLP, measured as ``bench_hnet.py`` measures forgetless's step, then forgetless's own.
 
 hypnettorch is not installed by ``make setup``; it is a pure-Python wheel whose dependencies forgetless
 already has, so it can be used without touching the environment:
@@ -28,6 +28,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from bench_hnet import _medians, step_timings
 from torch import nn
 
 from forgetless import benchmarks
@@ -104,7 +105,8 @@ def run_ent(seed: int, data_dir: str | None) -> tuple[float, list[float]]:
 
 
 def step_ratio(repeat: int = 30) -> tuple[float, float]:
-    """Median thread-CPU seconds of one hypnettorch step (task 5) and of one plain MLP Adam step."""
+    """Median thread-CPU seconds of one hypnettorch step (task 5) and of one plain MLP Adam step, measured as
+    ``bench_hnet.step_timings`` measures forgetless's step."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(BATCH, 784, generator=g)
@@ -122,18 +124,8 @@ def step_ratio(repeat: int = 30) -> tuple[float, float]:
         loss.backward()
         plain_opt.step()
 
-    def timed(fn) -> float:
-        for _ in range(3):
-            fn()
-        cpus = []
-        for _ in range(repeat):
-            c = time.thread_time()
-            fn()
-            cpus.append(time.thread_time() - c)
-        return statistics.median(cpus)
-
-    hnet_s = timed(lambda: train_step(mnet, hnet, 4, x, y, opt, emb_opt, targets))
-    return hnet_s, timed(plain_step)
+    hnet_cpu = _medians(lambda: train_step(mnet, hnet, 4, x, y, opt, emb_opt, targets), repeat)[1]
+    return hnet_cpu, _medians(plain_step, repeat)[1]
 
 
 def main() -> None:
@@ -146,6 +138,7 @@ def main() -> None:
         hnet_s, plain_s = step_ratio()
         print(f"hypnettorch step {hnet_s * 1e3:.2f} ms, plain MLP step {plain_s * 1e3:.2f} ms "
               f"(thread CPU, medians): {hnet_s / plain_s:.2f}x")
+        print(f"forgetless hnet step, same minutes: {step_timings(repeat=30)[1]['note'].split('; ')[-1]}")
         return
     means = []
     for seed in (int(s) for s in args.seeds.split(",")):
