@@ -25,16 +25,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetless.benchmarks.base import build
+from forgetless.methods.base import masked_logits
 from forgetless.methods.dgm import DGM
 from forgetless.nn.norm_statistics import cumulative_statistics
 
 
-def accuracy(method: DGM, x: torch.Tensor, y: torch.Tensor, newest: int) -> tuple[list[float], float]:
+@torch.no_grad()
+def aux_predictions(method: DGM, images_gan: torch.Tensor) -> torch.Tensor:
+    """The auxiliary classifier's answers (eval mode, over the learned labels) for images in GAN space."""
     method.discriminator.eval()
-    keep = torch.full((method.info.n_outputs,), float("-inf"))
-    keep[method.seen] = 0.0
-    with torch.no_grad():
-        pred = torch.cat([(method.discriminator(method.to_gan(chunk))[1] + keep).argmax(1) for chunk in x.split(500)])
+    return torch.cat([masked_logits(method.discriminator(chunk)[1], method.seen).argmax(1)
+                      for chunk in images_gan.split(500)])
+
+
+def accuracy(method: DGM, x: torch.Tensor, y: torch.Tensor, newest: int) -> tuple[list[float], float]:
+    pred = aux_predictions(method, method.to_gan(x))
     per_class = [float((pred[y == c] == c).float().mean()) for c in method.seen]
     wrong_old = (pred != y) & (y != newest)
     to_newest = float((pred[wrong_old] == newest).float().mean()) if bool(wrong_old.any()) else 0.0
@@ -54,6 +59,7 @@ def judge_samples(method: DGM, tasks, gen: torch.Generator, per_class: int = 500
     """Train an MLP on real training images of the learned classes (GAN space), then score generated samples."""
     x = torch.cat([method.to_gan(t.train.inputs()).flatten(1) for t in tasks])
     y = torch.cat([t.train.y for t in tasks])
+    torch.manual_seed(0)  # the judge's initialisation: the same numbers on every run
     judge = nn.Sequential(nn.Linear(x.shape[1], 400), nn.ReLU(), nn.Linear(400, method.info.n_outputs))
     opt = torch.optim.Adam(judge.parameters(), lr=1e-3)
     for _ in range(epochs):
@@ -62,16 +68,13 @@ def judge_samples(method: DGM, tasks, gen: torch.Generator, per_class: int = 500
             opt.zero_grad()
             loss.backward()
             opt.step()
-    keep = torch.full((method.info.n_outputs,), float("-inf"))
-    keep[method.seen] = 0.0
-    method.discriminator.eval()
     print("  generated samples (eval mode, as replayed), per class: judge recognises / auxiliary classifier")
-    with torch.no_grad():
-        for c in method.seen:
-            fake = method.generate(torch.full((per_class,), c), generator=gen)
+    for c in method.seen:
+        fake = method.generate(torch.full((per_class,), c), generator=gen)
+        with torch.no_grad():
             by_judge = float((judge(fake.flatten(1)).argmax(1) == c).float().mean())
-            by_aux = float(((method.discriminator(fake)[1] + keep).argmax(1) == c).float().mean())
-            print(f"    {c}: {100 * by_judge:.1f} / {100 * by_aux:.1f}")
+        by_aux = float((aux_predictions(method, fake) == c).float().mean())
+        print(f"    {c}: {100 * by_judge:.1f} / {100 * by_aux:.1f}")
 
 
 def main() -> None:

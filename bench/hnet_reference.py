@@ -28,10 +28,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-from bench_hnet import _medians, step_timings
+from bench_hnet import _medians, plain_mlp_step, step_timings
 from torch import nn
 
 from forgetless import benchmarks
+from forgetless.methods.base import TrainConfig
 
 try:
     import hypnettorch.utils.hnet_regularizer as hreg
@@ -115,15 +116,7 @@ def step_ratio(repeat: int = 30) -> tuple[float, float]:
     opt = torch.optim.Adam(hnet.unconditional_params, lr=LR)
     emb_opt = torch.optim.Adam([hnet.conditional_params[4]], lr=LR)
     targets = hreg.get_current_targets(4, hnet)
-    plain = nn.Sequential(nn.Linear(784, 400), nn.ReLU(), nn.Linear(400, 400), nn.ReLU(), nn.Linear(400, 10))
-    plain_opt = torch.optim.Adam(plain.parameters(), lr=LR)
-
-    def plain_step() -> None:
-        loss = F.cross_entropy(plain(x)[:, 8:10], y - 8)
-        plain_opt.zero_grad()
-        loss.backward()
-        plain_opt.step()
-
+    plain_step = plain_mlp_step(x.view(BATCH, 1, 28, 28), y, TrainConfig(optimizer="adam", lr=LR))
     hnet_cpu = _medians(lambda: train_step(mnet, hnet, 4, x, y, opt, emb_opt, targets), repeat)[1]
     return hnet_cpu, _medians(plain_step, repeat)[1]
 
