@@ -70,7 +70,7 @@ def cpu_per_task(name: str, bench, config: dict[str, Any], device: str = "cpu") 
     """This process's CPU seconds in ``learn`` for every task of ``bench`` (steadier than wall time when other
     jobs share the machine). Callers usually drop task 1, which also pays for warm-up."""
     from forgetless import methods
-    from forgetless.methods.base import Context
+    from forgetless.training import Context
 
     torch.manual_seed(0)
     method = methods.create(name, bench.info(), **config).to(device)

@@ -10,9 +10,9 @@ import torch
 
 from forgetless import methods, runner
 from forgetless.errors import ConfigError
-from forgetless.methods.base import Context
-from forgetless.methods.importance import trainable
 from forgetless.methods.rehearsal import stored_sample_loss
+from forgetless.training import Context
+from forgetless.training.penalties import trainable
 
 from conftest import synthetic_benchmark
 

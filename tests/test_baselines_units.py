@@ -14,8 +14,9 @@ from forgetless.memory import EpisodicBuffer
 from forgetless.memory import buffer as buffer_module
 from forgetless.memory.herding import class_balanced_order, herding, interleave
 from forgetless.methods.agem import project
-from forgetless.methods.distillation import hard_target_loss, soft_target_loss
-from forgetless.methods.importance import (
+from forgetless.methods.rehearsal import replay_label_sets, stored_sample_loss
+from forgetless.training.distillation import hard_target_loss, soft_target_loss
+from forgetless.training.penalties import (
     Anchor,
     PathIntegral,
     fisher_diagonal,
@@ -23,7 +24,6 @@ from forgetless.methods.importance import (
     quadratic_penalty,
     trainable,
 )
-from forgetless.methods.rehearsal import replay_label_sets, stored_sample_loss
 
 from conftest import synthetic_benchmark
 

@@ -11,8 +11,8 @@ import torch
 
 from forgetless import methods, runner
 from forgetless.errors import ConfigError
-from forgetless.memory.wgan import TaskGenerator, WGANConfig, architecture_for, per_task_counts
-from forgetless.methods.base import Context, resolve_config
+from forgetless.memory.ccgn_generators import TaskGenerator, WGANConfig, architecture_for, per_task_counts
+from forgetless.methods import resolve_config
 from forgetless.nn import backbones
 from forgetless.nn.gates import (
     GateBank,
@@ -23,6 +23,7 @@ from forgetless.nn.gates import (
     set_gate_noise,
     sparsity_loss,
 )
+from forgetless.training import Context
 
 from conftest import synthetic_benchmark
 

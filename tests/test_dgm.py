@@ -12,8 +12,9 @@ from forgetless import benchmarks, runner
 from forgetless.errors import ConfigError
 from forgetless.memory.acgan import ACDiscriminator, conditioned_noise
 from forgetless.memory.plastic_generator import PlasticGenerator
-from forgetless.methods.base import Context, create
+from forgetless.methods import create
 from forgetless.nn.masks import nested_anneal, reuse_weight
+from forgetless.training import Context
 
 from conftest import synthetic_benchmark
 

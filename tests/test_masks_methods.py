@@ -8,10 +8,10 @@ import torch
 
 from forgetless import methods, runner
 from forgetless.errors import ConfigError
-from forgetless.methods.base import Context
-from forgetless.methods.transfer import baseline_parameters, parameter_ratio
+from forgetless.methods.pretrained import baseline_parameters, parameter_ratio
 from forgetless.nn.masks import masked_layers
 from forgetless.nn.taskwise import task_norms
+from forgetless.training import Context
 
 from conftest import synthetic_benchmark
 

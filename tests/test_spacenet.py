@@ -10,8 +10,8 @@ import torch
 
 from forgetless import methods, runner
 from forgetless.errors import ConfigError
-from forgetless.methods.base import Context
 from forgetless.nn.sparse import SparseNetwork
+from forgetless.training import Context
 
 from conftest import synthetic_benchmark
 

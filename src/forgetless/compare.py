@@ -13,8 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import io as fio
-from . import runner
+from . import fileio, runner
 from .errors import ConfigError
 
 
@@ -37,7 +36,7 @@ def finished_run(out: str | Path) -> dict[str, Any] | None:
     path = Path(out) / "results.json"
     if not path.exists():
         return None
-    result = fio.read_json(path)
+    result = fileio.read_json(path)
     return result if result.get("complete") else None
 
 
@@ -84,10 +83,10 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     for job, res in zip(jobs, results, strict=True):
         by_method[job["method"]].append(res)
     table = table_markdown(benchmark, scenario, seeds, by_method)
-    fio.write_text(out / "table.md", table)
+    fileio.write_text(out / "table.md", table)
     summary = {"benchmark": benchmark, "scenario": scenario, "seeds": seeds,
                "methods": {m: summarise(rs) for m, rs in by_method.items()}}
-    fio.write_json(out / "summary.json", summary)
+    fileio.write_json(out / "summary.json", summary)
     if plots:
         from . import plots as plotting
 

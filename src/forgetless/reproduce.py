@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from . import io as fio
+from . import fileio
 from .compare import finished_run, mean_std, run_many
 from .errors import ConfigError
 
@@ -163,8 +163,8 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
         row["ours"] = mean_std([v for v in values if v is not None])
         row["ours_values"] = values
     table = table_markdown(conf, rows)
-    fio.write_text(out / "reproduce.md", table)
-    fio.write_json(out / "reproduce.json", {
+    fileio.write_text(out / "reproduce.md", table)
+    fileio.write_json(out / "reproduce.json", {
         "config": str(path), "title": conf.get("title"), "rows": [
             {k: v for k, v in r.items() if k != "results"} for r in rows]})
     print(table)

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, metrics
+from . import __version__, benchmarks, fileio, metrics
 from . import config as cfg
-from . import io as fio
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, ForgetlessError, RunExistsError
 from .methods import base as mbase
@@ -130,7 +129,7 @@ def check_same_run(result: dict[str, Any], method, benchmark, *, scenario: str =
     else:
         bench, name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
         resolved = mbase.config_dict(model)
-    want = json.loads(json.dumps(_identity(name, bench, seed, resolved), default=fio.json_default))
+    want = json.loads(json.dumps(_identity(name, bench, seed, resolved), default=fileio.json_default))
     if diffs := _diff({k: result.get(k) for k in want}, want, shared_only=True):
         raise ConfigError(f"the finished run there was made with other settings ({diffs}); "
                           "move it away (compare: --overwrite) or use another --out")
@@ -147,7 +146,7 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
     ckpt_dir = out / "checkpoints"
     found = ckpt_dir.glob("task-*.pt") if ckpt_dir.exists() else []
     checkpoints = sorted(found, key=lambda p: int(p.stem.split("-")[1]))
-    finished = results.exists() and fio.read_json(results).get("complete", False)
+    finished = results.exists() and fileio.read_json(results).get("complete", False)
     if overwrite:
         for p in checkpoints:
             p.unlink()
@@ -248,7 +247,7 @@ def run(
             if out_dir is not None:
                 _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, per_task, eval_seconds,
                             keep_checkpoints)
-                fio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, reference,
+                fileio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, reference,
                                                                    per_task, eval_seconds, model, None, complete=False))
     finally:
         if log_file is not None:
@@ -257,7 +256,7 @@ def run(
     result = _results(identity, bench, rows, inference_rows, reference, per_task, eval_seconds, model, macs,
                       complete=True)
     if out_dir is not None:
-        fio.write_json(out_dir / "results.json", result)
+        fileio.write_json(out_dir / "results.json", result)
     return result
 
 
@@ -288,7 +287,7 @@ def _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, pe
                 keep_all) -> None:
     ckpt_dir = out_dir / "checkpoints"
     path = ckpt_dir / f"task-{i + 1}.pt"
-    fio.save_torch(path, {
+    fileio.save_torch(path, {
         "format": CHECKPOINT_FORMAT, "task_index": i, "identity": identity, "method": model, "accuracy": rows,
         "task_inference": inference_rows, "reference": reference, "per_task_seconds": per_task,
         "eval_seconds": eval_seconds,

@@ -4,7 +4,7 @@ The CPU-scale analogue of the ImageNet-to-Sketch and Visual Decathlon protocols 
 and Piggyback (Mallya et al., 2018): a backbone is first trained on task 1 (the "pretrained baseline"),
 then every further task adds a new domain with its own classifier. Transfer methods (Piggyback, the
 affine transformations, PackNet, classifier-only, individual networks) train the backbone on task 1
-themselves, with the same shared routine and seed (see ``forgetless.methods.transfer``).
+themselves, with the same shared routine and seed (see ``forgetless.methods.pretrained``).
 
 Two kinds of chain:
 

@@ -91,7 +91,7 @@ class HnetVAE(nn.Module):
             reg = self.regularizer.backward(self.hnet, opt_theta, ctx.generator)
             for opt in (opt_enc, opt_theta, opt_emb):
                 opt.step()
-            if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
+            if ctx.should_log(batch):
                 ctx.log(step=batch.step, replay_loss=loss.detach(), replay_regularizer=reg)
         self.regularizer.end_task()
         self.hnet.freeze_embeddings()

@@ -17,8 +17,9 @@ from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..memory import EpisodicBuffer
 from ..metrics import module_bytes
-from .base import Context, TrainConfig, register
-from .importance import trainable
+from ..training import Context, TrainConfig
+from ..training.penalties import trainable
+from .base import register
 from .rehearsal import stored_sample_loss
 from .replay import buffer_capacity, check_buffer_size
 from .sequential import SequentialClassifier

@@ -1,4 +1,4 @@
-"""The Method protocol, the per-task training context and the method registry.
+"""The Method protocol and the method registry (what methods train with is in :mod:`forgetless.training`).
 
 A method is a ``torch.nn.Module`` with three obligations::
 
@@ -20,138 +20,22 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
-import math
 import pickle
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .. import config as cfg
-from ..benchmarks.base import BenchmarkInfo, Split, Task
+from ..benchmarks.base import BenchmarkInfo, Task
 from ..errors import ConfigError, choices
 from ..metrics import module_bytes
 from ..nn import backbones
+from ..training import Context, TrainConfig
 
 BackboneFactory = Callable[[tuple[int, ...]], nn.Module]
-
-
-# ------------------------------------------------------------------------------------------ configs
-
-@dataclass
-class TrainConfig:
-    """Options shared by every gradient-trained method. A method's own config subclasses this.
-
-    The training budget is ``iterations`` (optimiser steps per task) when set, else ``epochs``.
-    """
-
-    backbone: str | None = None  # None: the benchmark's default backbone
-    hidden: tuple[int, ...] = (400, 400)  # mlp hidden sizes
-    width: int | None = None  # CNN base width (None: the architecture's own)
-    epochs: int = 5
-    iterations: int | None = None
-    batch_size: int = 128
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-
-    def validate(self) -> None:
-        if self.epochs < 1 and not self.iterations:
-            raise ConfigError("epochs must be >= 1 (or set iterations)")
-        if self.iterations is not None and self.iterations < 1:
-            raise ConfigError("iterations must be >= 1")
-        if self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("batch_size must be >= 1 and lr > 0")
-
-
-# ------------------------------------------------------------------------------------------ context
-
-@dataclass
-class Batch:
-    x: torch.Tensor
-    y: torch.Tensor
-    step: int  # 0-based optimiser step within the task
-    epoch: int  # 0-based
-    index: int  # 0-based batch index within the epoch
-    per_epoch: int  # batches in one epoch
-    total: int  # steps in the whole task
-
-    @property
-    def last_in_epoch(self) -> bool:
-        return self.index == self.per_epoch - 1
-
-
-@dataclass
-class Context:
-    """What a method gets besides the task: device, randomness, logging and progress."""
-
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    generator: torch.Generator = field(default_factory=torch.Generator)
-    task_index: int = 0
-    n_tasks: int = 1
-    progress: bool = False
-    out_dir: Path | None = None
-    log_every: int = 50
-    rank: int = 0
-    world_size: int = 1
-    _log_file: Any = None
-
-    def log(self, **values: Any) -> None:
-        """Append one record to log.jsonl (tensors are converted here, so call sites stay cheap)."""
-        if self._log_file is None or self.rank != 0:
-            return
-        record = {"task": self.task_index, "time": round(time.time(), 3)}
-        for k, v in values.items():
-            record[k] = v.item() if isinstance(v, torch.Tensor) else v
-        self._log_file.write(json.dumps(record) + "\n")
-        self._log_file.flush()
-
-    def batches(self, split: Split, batch_size: int, epochs: int = 1, iterations: int | None = None,
-                train: bool = True, desc: str = "train", drop_last: bool = False) -> Iterator[Batch]:
-        """Shuffled mini-batches for ``iterations`` steps (cycling over epochs) or ``epochs`` passes.
-
-        Batches are index slices of in-memory tensors, transformed (and augmented if ``train``) batch-wise.
-        """
-        n = len(split)
-        if n == 0:
-            return
-        per_epoch = (n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size))
-        per_epoch = max(1, math.ceil(per_epoch / self.world_size))
-        total = iterations if iterations else epochs * per_epoch
-        bar = self.bar(total, f"task {self.task_index + 1}/{self.n_tasks} {desc}")
-        step = 0
-        epoch = 0
-        while step < total:
-            order = torch.randperm(n, generator=self.generator)[self.rank :: self.world_size].to(split.device)
-            for index in range(per_epoch):
-                idx = order[index * batch_size : (index + 1) * batch_size]
-                if len(idx) == 0:
-                    break
-                x, y = split.batch(idx, train, self.generator)
-                yield Batch(x, y, step, epoch, index, per_epoch, total)
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                if step >= total:
-                    break
-            epoch += 1
-        if bar is not None:
-            bar.close()
-
-    def bar(self, total: int, desc: str):
-        if not self.progress:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------- method
@@ -209,31 +93,6 @@ class Method(nn.Module):
         except Exception:
             state["_backbone_factory"] = None
         return state
-
-
-def make_optimizer(params, config: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    lr = config.lr if lr is None else lr
-    params = [p for p in params if p.requires_grad]
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-
-
-def label_mask(labels, n_outputs: int, device=None) -> torch.Tensor:
-    """Boolean vector over outputs, True at ``labels``."""
-    keep = torch.zeros(n_outputs, dtype=torch.bool, device=device)
-    keep[torch.as_tensor(list(labels), dtype=torch.long, device=device)] = True
-    return keep
-
-
-def masked_logits(logits: torch.Tensor, keep: torch.Tensor | list[int]) -> torch.Tensor:
-    """Logits with outputs outside ``keep`` set to -inf (cross-entropy and argmax then ignore them).
-
-    ``keep`` is a list of labels, a boolean vector over outputs, or a boolean matrix (one row per sample).
-    """
-    if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool:
-        keep = label_mask(keep, logits.shape[1], logits.device)
-    return logits.masked_fill(~keep, float("-inf"))
 
 
 # ----------------------------------------------------------------------------------------- registry

@@ -40,7 +40,7 @@ from torch import nn
 from ..benchmarks.base import BenchmarkInfo, Split, Task
 from ..errors import ConfigError, ForgetlessError, choices
 from ..memory.buffer import EpisodicBuffer
-from ..memory.wgan import TaskGenerator, WGANConfig, per_task_counts
+from ..memory.ccgn_generators import TaskGenerator, WGANConfig, per_task_counts
 from ..metrics import module_bytes, tensor_bytes
 from ..nn.gates import (
     GATE_HIDDEN,
@@ -57,8 +57,8 @@ from ..nn.norm_statistics import cumulative_statistics
 from ..nn.standardize import InputStandardizer
 from ..nn.taskwise import TaskBatchNorm
 from ..plots import save_image_grid
-from .base import Context, Method, TrainConfig, register
-from .transfer import make_sgd_or_adam
+from ..training import Context, TrainConfig, make_optimizer
+from .base import Method, register
 
 MEMORIES = ("none", "episodic", "generative")
 INPUT_NORMS = ("first-task", "none")
@@ -295,7 +295,7 @@ class CCGN(Method):
                 task_ce = self.task_loss(xr, tr, t)
                 loss = loss + task_ce
             self.step(loss, params, frozen, optimizer)
-            if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
+            if ctx.should_log(batch):
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=ce, sparsity=sparsity,
                         **({"task_loss": task_ce} if task_ce is not None else {}))
             if batch.last_in_epoch:
@@ -348,8 +348,8 @@ class CCGN(Method):
         """Table 4's optimiser over ``params``; task t's gating modules learn at ``gate_lr_scale`` x lr."""
         cfg = self.config
         gating = {id(p) for bank in self.net.banks for p in bank.modules_[t].parameters()}
-        optimizer = make_sgd_or_adam([p for p in params if id(p) not in gating], cfg.optimizer, cfg.lr,
-                                     cfg.momentum, cfg.weight_decay)
+        optimizer = make_optimizer([p for p in params if id(p) not in gating], cfg.optimizer, cfg.lr,
+                                     cfg.momentum, cfg.weight_decay, fused=True)
         optimizer.add_param_group({"params": [p for p in params if id(p) in gating], "lr": cfg.lr * cfg.gate_lr_scale})
         return optimizer
 

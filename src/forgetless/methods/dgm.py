@@ -39,12 +39,13 @@ from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..memory import EpisodicBuffer, require_unit_interval
 from ..memory.acgan import NORMS, ACDiscriminator, conditioned_noise
-from ..memory.gan import critic_loss, generator_loss, gradient_penalty
 from ..memory.plastic_generator import PlasticGenerator
+from ..memory.wgan_gp import critic_loss, generator_loss, gradient_penalty
 from ..metrics import module_bytes
 from ..nn.masks import nested_anneal, reuse_weight
 from ..plots import save_image_grid
-from .base import Context, Method, TrainConfig, label_mask, masked_logits, register
+from ..training import Context, TrainConfig, label_mask, masked_logits
+from .base import Method, register
 
 
 @dataclass
@@ -241,7 +242,7 @@ class DGM(Method):
                 torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
             opt_g.step()
 
-            if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
+            if ctx.should_log(batch):
                 ctx.log(step=batch.step, s=s, loss_cls=loss_c, loss_critic=loss_d, penalty=penalty,
                         loss_g=loss_g, aux_g=aux, reg=reg)
 

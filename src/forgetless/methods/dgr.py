@@ -20,7 +20,8 @@ from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..memory import VAE, require_unit_interval, vae_loss
 from ..metrics import module_bytes
-from .base import Context, TrainConfig, register
+from ..training import Context, TrainConfig
+from .base import register
 from .rehearsal import WeightedReplayClassifier, frozen, frozen_classifier, previous_model_loss
 
 

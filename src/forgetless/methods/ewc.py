@@ -8,7 +8,7 @@ code applies the decay in the penalty the same way).
 
 The Fisher uses the model's own predictions as labels and the softmax over the outputs in play for the
 task (its own labels in task-IL, every label so far in class-IL, all in domain-IL), as in van de Ven &
-Tolias (2019). Defaults per scenario: :mod:`forgetless.methods.published_defaults`.
+Tolias (2019). Defaults per scenario: :mod:`forgetless.methods.published_strengths`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..metrics import module_bytes
-from .base import Context, TrainConfig, register
-from .importance import Anchor, detached, fisher_diagonal, quadratic_penalty, trainable
-from .published_defaults import published
+from ..training import Context, TrainConfig
+from ..training.penalties import Anchor, detached, fisher_diagonal, quadratic_penalty, trainable
+from .base import register
+from .published_strengths import published
 from .sequential import SequentialClassifier
 
 

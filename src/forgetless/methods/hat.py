@@ -46,8 +46,8 @@ from ..nn.masks import (
     wrap_units,
 )
 from ..nn.taskwise import select_task
-from .base import Context, Method, TrainConfig, register
-from .transfer import make_sgd_or_adam
+from ..training import Context, TrainConfig, config_optimizer
+from .base import Method, register
 
 
 @dataclass
@@ -121,7 +121,7 @@ class HAT(Method):
     # -------------------------------------------------------------------------------- training
     def optimizer(self, task_id: int, lr: float) -> torch.optim.Optimizer:
         params = list(self.backbone.parameters()) + list(self.heads.heads[task_id].parameters())
-        return make_sgd_or_adam(params, self.config.optimizer, lr, self.config.momentum, self.config.weight_decay)
+        return config_optimizer(params, self.config, lr, fused=True)
 
     def learn(self, task: Task, ctx: Context) -> None:
         cfg, t = self.config, task.id
@@ -145,7 +145,7 @@ class HAT(Method):
             optimizer.step()
             for u in self.units:
                 u.mask.clamp_(cfg.clamp)
-            if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
+            if ctx.should_log(batch):
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=ce, total_loss=loss, s=s)
             if not batch.last_in_epoch or len(task.val) == 0 or cfg.lr_patience == 0:
                 continue

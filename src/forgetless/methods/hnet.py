@@ -32,7 +32,8 @@ from ..nn.backbones import feature_width
 from ..nn.hnet import HyperNetwork, OutputRegularizer, TargetNetwork
 from ..nn.hnet import build as build_hnet
 from ..nn.hnet.hypernetwork import activation
-from .base import Context, Method, TrainConfig, label_mask, register
+from ..training import Context, TrainConfig, config_optimizer, label_mask
+from .base import Method, register
 
 # Appendix C of the paper, per benchmark (the dataclass defaults are the split MNIST ones).
 PERMUTED_DEFAULTS: dict[str, Any] = dict(hidden=(1000, 1000), hnet_hidden=(25, 25), hnet_activation="elu",
@@ -106,17 +107,6 @@ def hnet_defaults(info) -> dict[str, Any]:
     return {}
 
 
-def make_optimizer(params, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """Adam (fused kernel where torch has one for the device) or SGD with the config's settings."""
-    params = list(params)
-    if config.optimizer == "adam":
-        try:
-            return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-
-
 def make_target(method: Method, n_outputs: int) -> nn.Module:
     """The target network: the configured backbone and one linear layer over ``n_outputs``."""
     cfg = method.config
@@ -177,7 +167,7 @@ class HnetClassifier(Method):
         session = self.start_task(t, ctx.generator)
         for batch in ctx.batches(task.train, cfg.batch_size, epochs=cfg.epochs, iterations=cfg.iterations):
             loss, reg = self.train_step(session, batch.x, batch.y, ctx.generator)
-            if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
+            if ctx.should_log(batch):
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=loss, regularizer=reg)
         self.finish_task(session)
 
@@ -189,8 +179,8 @@ class HnetClassifier(Method):
         theta = self.hnet.theta()
         keep = self.task_masks[: t + 1].any(0) if cfg.train_units == "seen" else self.task_masks[t]
         return {"t": t, "emb": emb, "theta": theta, "keep": keep,
-                "opt_theta": make_optimizer(theta, cfg, cfg.lr),
-                "opt_emb": make_optimizer([emb], cfg, cfg.emb_lr or cfg.lr)}
+                "opt_theta": config_optimizer(theta, cfg, cfg.lr, fused=True),
+                "opt_emb": config_optimizer([emb], cfg, cfg.emb_lr or cfg.lr, fused=True)}
 
     def train_step(self, session: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -32,8 +32,9 @@ from ..memory import require_unit_interval
 from ..memory.hnet_vae import HnetVAE
 from ..metrics import module_bytes
 from ..nn import backbones
-from .base import Context, TrainConfig, label_mask, masked_logits, register
-from .hnet import HnetClassifier, HnetConfig, hnet_defaults, make_optimizer
+from ..training import Context, TrainConfig, config_optimizer, label_mask, masked_logits
+from .base import register
+from .hnet import HnetClassifier, HnetConfig, hnet_defaults
 from .sequential import SequentialClassifier
 
 
@@ -86,7 +87,7 @@ def train_replay(method, task, ctx: Context) -> None:
     cfg = method.config
     lr = cfg.vae_lr or cfg.lr
     method.replay.learn_task(task.train, ctx, cfg.iterations, cfg.epochs, cfg.batch_size,
-                             lambda params, rate: make_optimizer(params, cfg, rate), lr)
+                             lambda params, rate: config_optimizer(params, cfg, rate, fused=True), lr)
 
 
 def replay_storage(replay: HnetVAE) -> dict[str, Any]:
@@ -149,7 +150,7 @@ class HnetTIR(HnetClassifier):
         cfg = self.config
         net = self.task_inference
         net.train()
-        opt = make_optimizer(net.parameters(), cfg, cfg.lr)
+        opt = config_optimizer(net.parameters(), cfg, cfg.lr, fused=True)
         w = cfg.replay_weight
         for batch in ctx.batches(task.train, cfg.batch_size, epochs=cfg.epochs, iterations=cfg.iterations,
                                  desc="task inference"):
@@ -160,7 +161,7 @@ class HnetTIR(HnetClassifier):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
+            if ctx.should_log(batch):
                 ctx.log(step=batch.step, task_inference_loss=loss.detach())
 
     def choose_tasks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

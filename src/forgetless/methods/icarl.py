@@ -22,8 +22,9 @@ from ..errors import ConfigError
 from ..memory import EpisodicBuffer
 from ..memory.herding import class_balanced_order
 from ..metrics import module_bytes
-from .base import Context, TrainConfig, label_mask, register
-from .distillation import binary_soft_targets
+from ..training import Context, TrainConfig, label_mask
+from ..training.distillation import binary_soft_targets
+from .base import register
 from .rehearsal import frozen_classifier
 from .sequential import SequentialClassifier
 

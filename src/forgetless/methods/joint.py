@@ -6,7 +6,8 @@ import torch
 
 from ..benchmarks.base import Split, Task, union
 from ..metrics import tensor_bytes
-from .base import Context, register
+from ..training import Context
+from .base import register
 from .sequential import SequentialClassifier
 
 

@@ -14,7 +14,8 @@ import torch
 
 from ..benchmarks.base import Task
 from ..errors import ConfigError
-from .base import Context, TrainConfig, register
+from ..training import Context, TrainConfig
+from .base import register
 from .rehearsal import WeightedReplayClassifier, frozen_classifier, previous_model_loss
 
 

@@ -4,7 +4,7 @@ After each task, a parameter's importance grows by the mean over the task's trai
 absolute gradient of the squared L2 norm of the network's output (the outputs in play: the task's own
 labels in task-IL, every label so far in class-IL, all in domain-IL). Training adds
 ``lambda * sum_i omega_i (theta_i - theta*_i)^2`` around the parameters after the previous task
-(Aljundi et al., Eq. 3-4). Defaults per scenario: :mod:`forgetless.methods.published_defaults`.
+(Aljundi et al., Eq. 3-4). Defaults per scenario: :mod:`forgetless.methods.published_strengths`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..metrics import module_bytes
-from .base import Context, TrainConfig, register
-from .importance import Anchor, detached, output_sensitivity, quadratic_penalty, trainable
-from .published_defaults import published
+from ..training import Context, TrainConfig
+from ..training.penalties import Anchor, detached, output_sensitivity, quadratic_penalty, trainable
+from .base import register
+from .published_strengths import published
 from .sequential import SequentialClassifier
 
 

@@ -25,8 +25,9 @@ from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..nn.masks import PIGGYBACK, MaskedWeight, mask_layers, masked_layers
 from ..nn.taskwise import task_norms
-from .base import Batch, Context, register
-from .transfer import TransferConfig, TransferMethod, n_bits, parameter_ratio
+from ..training import Batch, Context
+from .base import register
+from .pretrained import TransferConfig, TransferMethod, n_bits, parameter_ratio
 
 
 @dataclass

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..benchmarks.base import BenchmarkInfo, Task
-from .base import Batch, Context, masked_logits
-from .distillation import hard_target_loss, soft_target_loss
+from ..training import Batch, Context, masked_logits
+from ..training.distillation import hard_target_loss, soft_target_loss
 from .sequential import SequentialClassifier
 
 

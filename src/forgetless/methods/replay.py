@@ -16,7 +16,8 @@ from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..memory import EpisodicBuffer
 from ..metrics import module_bytes
-from .base import Context, TrainConfig, register
+from ..training import Context, TrainConfig
+from .base import register
 from .rehearsal import WeightedReplayClassifier, stored_sample_loss
 
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..benchmarks.base import Task
-from .base import Batch, Context, Method, label_mask, make_optimizer, masked_logits
+from ..training import Batch, Context, config_optimizer, label_mask, masked_logits
+from .base import Method
 
 
 class SequentialClassifier(Method):
@@ -68,7 +69,7 @@ class SequentialClassifier(Method):
         self.before_task(task, ctx)
         keep = self.active_mask(ctx.task_index, ctx.device)
         params = self.trained_parameters()
-        optimizer = make_optimizer(params, cfg)
+        optimizer = config_optimizer(params, cfg)
         for batch in self.training_batches(task, ctx):
             logits = self(batch.x)
             loss = self.task_loss(logits, batch.y, keep)
@@ -81,7 +82,7 @@ class SequentialClassifier(Method):
             self.before_step(batch, task, ctx)
             optimizer.step()
             self.after_step(batch, task, ctx)
-            if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
+            if ctx.should_log(batch):
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=loss, total_loss=total)
         self.after_task(task, ctx)
         self.tasks_learned += 1

@@ -5,7 +5,7 @@ integral ``w = sum_steps -g * delta(theta)``; at the end of a task its importanc
 ``w / (delta_task(theta)^2 + xi)`` (xi: damping). Training adds ``c * sum_i omega_i (theta_i - theta*_i)^2``
 around the parameters at the end of the previous task. As in van de Ven & Tolias' code, ``g`` is the
 gradient of the loss that is minimised (task loss plus penalty) and xi = 0.1. Defaults per scenario:
-:mod:`forgetless.methods.published_defaults`.
+:mod:`forgetless.methods.published_strengths`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..metrics import module_bytes
-from .base import Context, TrainConfig, register
-from .importance import Anchor, PathIntegral, detached, quadratic_penalty, trainable
-from .published_defaults import published
+from ..training import Context, TrainConfig
+from ..training.penalties import Anchor, PathIntegral, detached, quadratic_penalty, trainable
+from .base import register
+from .published_strengths import published
 from .sequential import SequentialClassifier
 
 

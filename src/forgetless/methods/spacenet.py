@@ -26,7 +26,8 @@ from ..errors import ConfigError
 from ..memory.buffer import EpisodicBuffer
 from ..nn.backbones import feature_width
 from ..nn.sparse import SparseConv2d, SparseNetwork
-from .base import Context, Method, TrainConfig, label_mask, make_optimizer, masked_logits, register
+from ..training import Context, TrainConfig, config_optimizer, label_mask, masked_logits
+from .base import Method, register
 
 SUPPORTED_BACKBONES = ("mlp", "zenke-cnn", "simple-cnn")
 
@@ -180,7 +181,7 @@ class SparseCL(Method):
                                    ctx.generator)
         keep = None if cfg.loss_over == "all" else label_mask(self.info.active_labels(t), self.info.n_outputs,
                                                               ctx.device)
-        optimizer = make_optimizer(net.parameters(), cfg)
+        optimizer = config_optimizer(net.parameters(), cfg)
         layers = net.layers
         rewired = []
         show_old_outputs = not cfg.set_aside_output
@@ -196,7 +197,7 @@ class SparseCL(Method):
             with torch.no_grad():
                 for layer, old in zip(layers, before, strict=True):
                     layer.accumulate_importance(old)
-            if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
+            if ctx.should_log(batch):
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=loss)
             # Alg. 3: rewire after every epoch but the last (as the released code: the last epoch's new
             # connections would stay untrained), or after every one with rewire_last_epoch

@@ -26,14 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..benchmarks.base import Split, Task
+from ..benchmarks.base import Task
 from ..errors import ConfigError, ForgetlessError
 from ..metrics import module_bytes
 from ..nn.backbones import feature_width
 from ..nn.heads import MultiHead
 from ..nn.masks import TaskWeights
 from ..nn.taskwise import freeze_norm_statistics, select_task, task_norms
-from .base import Batch, Context, Method, TrainConfig, register
+from ..training import Batch, Context, TrainConfig, fit, make_optimizer
+from .base import Method, register
 
 
 @dataclass
@@ -69,66 +70,6 @@ class TransferConfig(TrainConfig):
             raise ConfigError("pretrain_epochs must be >= 1 (or set pretrain_iterations)")
         if self.classifier_lr <= 0 or self.pretrain_lr <= 0:
             raise ConfigError("classifier_lr and pretrain_lr must be > 0")
-
-
-# ------------------------------------------------------------------------------------------- training
-
-def make_sgd_or_adam(params: Iterable[nn.Parameter], kind: str, lr: float, momentum: float = 0.9,
-                     weight_decay: float = 0.0) -> torch.optim.Optimizer | None:
-    """Adam or SGD (with momentum) over the trainable ``params``; None when there are none. The fused
-    implementations are used where torch has them (one pass per step instead of several: the mask methods
-    update as many scores as the network has weights)."""
-    params = [p for p in params if p.requires_grad]
-    if not params:
-        return None
-    fused = {"fused": True} if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) else {}
-    try:
-        if kind == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fused)
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
-        if kind == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def step_decay(step: int, total: int, at: Sequence[float], factor: float) -> float:
-    """The lr multiplier at ``step`` of ``total``: ``factor`` to the number of fractions in ``at`` passed."""
-    return factor ** sum(step >= round(f * total) for f in at)
-
-
-def fit(ctx: Context, split: Split, optimizers: Sequence[torch.optim.Optimizer | None],
-        loss_fn: Callable[[Batch], torch.Tensor], batch_size: int, epochs: int, iterations: int | None,
-        decay_at: Sequence[float] = (), decay_factor: float = 0.1,
-        before_step: Callable[[Batch], None] | None = None, after_step: Callable[[Batch], None] | None = None,
-        grad_clip: float | None = None, desc: str = "train") -> None:
-    """The shared minibatch loop: ``loss_fn(batch)`` -> backward -> ``before_step`` (gradient surgery) ->
-    step every optimiser (lrs decayed at ``decay_at``) -> ``after_step``."""
-    optimizers = [o for o in optimizers if o is not None]
-    base = [[g["lr"] for g in o.param_groups] for o in optimizers]
-    current = 1.0
-    for batch in ctx.batches(split, batch_size, epochs=epochs, iterations=iterations, desc=desc):
-        factor = step_decay(batch.step, batch.total, decay_at, decay_factor)
-        if factor != current:
-            current = factor
-            for o, lrs in zip(optimizers, base, strict=True):
-                for g, lr in zip(o.param_groups, lrs, strict=True):
-                    g["lr"] = lr * factor
-        for o in optimizers:
-            o.zero_grad(set_to_none=True)
-        loss = loss_fn(batch)
-        loss.backward()
-        if before_step is not None:
-            before_step(batch)
-        if grad_clip:
-            for o in optimizers:
-                nn.utils.clip_grad_norm_([p for g in o.param_groups for p in g["params"]], grad_clip)
-        for o in optimizers:
-            o.step()
-        if after_step is not None:
-            after_step(batch)
-        if batch.step % ctx.log_every == 0 or batch.step == batch.total - 1:
-            ctx.log(step=batch.step, epoch=batch.epoch, loss=loss, phase=desc)
 
 
 # -------------------------------------------------------------------------------------------- storage
@@ -223,7 +164,7 @@ class TransferMethod(Method):
         net = self.select(0)
         net.train()
         params = list(net.parameters()) + list(self.heads.heads[0].parameters())
-        optimizer = make_sgd_or_adam(params, "sgd", cfg.pretrain_lr, cfg.momentum, cfg.weight_decay)
+        optimizer = make_optimizer(params, "sgd", cfg.pretrain_lr, cfg.momentum, cfg.weight_decay, fused=True)
         fit(ctx, task.train, [optimizer], lambda b: self.task_loss(net, b, 0), cfg.pretrain_batch_size,
             cfg.pretrain_epochs, cfg.pretrain_iterations, cfg.pretrain_decay_at, 0.1, grad_clip=cfg.grad_clip,
             desc="pretrain")
@@ -247,10 +188,10 @@ class TransferMethod(Method):
         net.train()
         if not train_norm:
             freeze_norm_statistics(net)
-        body = make_sgd_or_adam(params, optimizer or cfg.optimizer, cfg.lr if lr is None else lr, cfg.momentum,
-                                cfg.weight_decay if weight_decay is None else weight_decay)
-        head = make_sgd_or_adam(self.heads.heads[t].parameters(), cfg.classifier_optimizer, cfg.classifier_lr,
-                                cfg.momentum, cfg.weight_decay)
+        body = make_optimizer(params, optimizer or cfg.optimizer, cfg.lr if lr is None else lr, cfg.momentum,
+                                cfg.weight_decay if weight_decay is None else weight_decay, fused=True)
+        head = make_optimizer(self.heads.heads[t].parameters(), cfg.classifier_optimizer, cfg.classifier_lr,
+                                cfg.momentum, cfg.weight_decay, fused=True)
         if epochs is None and iterations is None:
             epochs, iterations = cfg.epochs, cfg.iterations
         fit(ctx, task.train, [body, head], lambda b: self.task_loss(net, b, t), cfg.batch_size, epochs or 1,

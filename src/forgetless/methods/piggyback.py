@@ -26,8 +26,9 @@ from ..errors import ConfigError
 from ..nn.masks import WeightTransform, freeze_tasks, init_scores, mask_layers, mask_summary, masked_layers
 from ..nn.masks.binarize import PIGGYBACK_INIT, PIGGYBACK_THRESHOLD
 from ..nn.taskwise import task_norms
-from .base import Context, register
-from .transfer import TransferConfig, TransferMethod, norm_reals_per_task
+from ..training import Context
+from .base import register
+from .pretrained import TransferConfig, TransferMethod, norm_reals_per_task
 
 
 @dataclass

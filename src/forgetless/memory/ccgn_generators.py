@@ -1,5 +1,5 @@
 """Unconditional WGAN-GP generators, one per task (CCGN's generative memory; Abati et al. 2020, supplementary
-Sec. 2 and Table 9), built on the shared WGAN-GP objective of :mod:`forgetless.memory.gan`.
+Sec. 2 and Table 9), built on the shared WGAN-GP objective of :mod:`forgetless.memory.wgan_gp`.
 
 Architectures (Table 9):
 
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .gan import critic_loss, generator_loss, gradient_penalty
+from .wgan_gp import critic_loss, generator_loss, gradient_penalty
 
 LATENT = 128
 

@@ -1,0 +1,102 @@
+"""What a method gets besides the task (:class:`Context`: device, randomness, logging, progress) and the
+mini-batch iterator it trains from (:meth:`Context.batches`, yielding :class:`Batch`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..benchmarks.base import Split
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+    step: int  # 0-based optimiser step within the task
+    epoch: int  # 0-based
+    index: int  # 0-based batch index within the epoch
+    per_epoch: int  # batches in one epoch
+    total: int  # steps in the whole task
+
+    @property
+    def last_in_epoch(self) -> bool:
+        return self.index == self.per_epoch - 1
+
+
+@dataclass
+class Context:
+    """What a method gets besides the task: device, randomness, logging and progress."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    task_index: int = 0
+    n_tasks: int = 1
+    progress: bool = False
+    out_dir: Path | None = None
+    log_every: int = 50
+    rank: int = 0
+    world_size: int = 1
+    _log_file: Any = None
+
+    def log(self, **values: Any) -> None:
+        """Append one record to log.jsonl (tensors are converted here, so call sites stay cheap)."""
+        if self._log_file is None or self.rank != 0:
+            return
+        record = {"task": self.task_index, "time": round(time.time(), 3)}
+        for k, v in values.items():
+            record[k] = v.item() if isinstance(v, torch.Tensor) else v
+        self._log_file.write(json.dumps(record) + "\n")
+        self._log_file.flush()
+
+    def should_log(self, batch: Batch) -> bool:
+        """Whether ``batch`` is a log point: every ``log_every`` steps and the task's last step (the only
+        places a loop may read tensors back to the host)."""
+        return batch.step % self.log_every == 0 or batch.step == batch.total - 1
+
+    def batches(self, split: Split, batch_size: int, epochs: int = 1, iterations: int | None = None,
+                train: bool = True, desc: str = "train", drop_last: bool = False) -> Iterator[Batch]:
+        """Shuffled mini-batches for ``iterations`` steps (cycling over epochs) or ``epochs`` passes.
+
+        Batches are index slices of in-memory tensors, transformed (and augmented if ``train``) batch-wise.
+        """
+        n = len(split)
+        if n == 0:
+            return
+        per_epoch = (n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size))
+        per_epoch = max(1, math.ceil(per_epoch / self.world_size))
+        total = iterations if iterations else epochs * per_epoch
+        bar = self.bar(total, f"task {self.task_index + 1}/{self.n_tasks} {desc}")
+        step = 0
+        epoch = 0
+        while step < total:
+            order = torch.randperm(n, generator=self.generator)[self.rank :: self.world_size].to(split.device)
+            for index in range(per_epoch):
+                idx = order[index * batch_size : (index + 1) * batch_size]
+                if len(idx) == 0:
+                    break
+                x, y = split.batch(idx, train, self.generator)
+                yield Batch(x, y, step, epoch, index, per_epoch, total)
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                if step >= total:
+                    break
+            epoch += 1
+        if bar is not None:
+            bar.close()
+
+    def bar(self, total: int, desc: str):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)

@@ -1,0 +1,48 @@
+"""The shared mini-batch loop: loss -> backward -> gradient surgery -> clipped optimiser steps on a step-decayed
+learning rate -> per-step hook. Methods with their own kind of step (GAN updates, lookahead, rewiring) call
+:meth:`~forgetless.training.Context.batches` directly instead."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..benchmarks.base import Split
+from .context import Batch, Context
+from .optim import step_decay
+
+
+def fit(ctx: Context, split: Split, optimizers: Sequence[torch.optim.Optimizer | None],
+        loss_fn: Callable[[Batch], torch.Tensor], batch_size: int, epochs: int, iterations: int | None,
+        decay_at: Sequence[float] = (), decay_factor: float = 0.1,
+        before_step: Callable[[Batch], None] | None = None, after_step: Callable[[Batch], None] | None = None,
+        grad_clip: float | None = None, desc: str = "train") -> None:
+    """The shared minibatch loop: ``loss_fn(batch)`` -> backward -> ``before_step`` (gradient surgery) ->
+    step every optimiser (lrs decayed at ``decay_at``) -> ``after_step``."""
+    optimizers = [o for o in optimizers if o is not None]
+    base = [[g["lr"] for g in o.param_groups] for o in optimizers]
+    current = 1.0
+    for batch in ctx.batches(split, batch_size, epochs=epochs, iterations=iterations, desc=desc):
+        factor = step_decay(batch.step, batch.total, decay_at, decay_factor)
+        if factor != current:
+            current = factor
+            for o, lrs in zip(optimizers, base, strict=True):
+                for g, lr in zip(o.param_groups, lrs, strict=True):
+                    g["lr"] = lr * factor
+        for o in optimizers:
+            o.zero_grad(set_to_none=True)
+        loss = loss_fn(batch)
+        loss.backward()
+        if before_step is not None:
+            before_step(batch)
+        if grad_clip:
+            for o in optimizers:
+                nn.utils.clip_grad_norm_([p for g in o.param_groups for p in g["params"]], grad_clip)
+        for o in optimizers:
+            o.step()
+        if after_step is not None:
+            after_step(batch)
+        if ctx.should_log(batch):
+            ctx.log(step=batch.step, epoch=batch.epoch, loss=loss, phase=desc)
