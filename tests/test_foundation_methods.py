@@ -42,7 +42,7 @@ def test_create_rejects_unknown_keys_and_values():
     info = synthetic_benchmark("class", n_tasks=2, per_class=5).info()
     with pytest.raises(ConfigError, match="unknown --set key 'learning_rate' for joint; valid: backbone"):
         methods.create("joint", info, learning_rate=0.1)
-    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+    with pytest.raises(ConfigError, match="batch_size=0 is out of range for joint; valid: an integer >= 1"):
         methods.create("joint", info, batch_size=0)
     with pytest.raises(ConfigError, match="iterations must be >= 1"):
         methods.create("joint", info, iterations="0")

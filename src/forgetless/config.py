@@ -4,11 +4,17 @@ Every hyperparameter container (method configs, benchmark options) is a dataclas
 from the command line are strings and are converted with the field's annotated type, so ``--set
 epochs=4`` and ``--set hidden=400,400`` both arrive with the right type, and an unknown key is a
 one-line error listing the valid ones.
+
+Ranges are declared once, on the field (``lr: float = option(1e-3, gt=0)``), and checked for every field
+of every config when it is built: a method's ``validate()`` keeps only the checks that relate fields to
+each other. Every float must be finite unless its field says ``finite=False``; a ``Literal`` field must
+hold one of its values; bounds of a tuple/list field apply to each element.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +23,102 @@ from typing import Any, TypeVar
 from .errors import ConfigError, choices
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The valid range of a numeric field (or of each element of a tuple/list field)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = True
+
+    def contains(self, value: float) -> bool:
+        if isinstance(value, float) and self.finite and not math.isfinite(value):
+            return False
+        return not ((self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt)
+                    or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt))
+
+    def describe(self, integer: bool = False) -> str:
+        low = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
+        high = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None
+        finite = "an integer" if integer else "a finite number" if self.finite else "a number"
+        if low and high:
+            return f"{finite} in {low}, {high}"
+        if low:
+            return f"{finite} {'>=' if self.ge is not None else '>'} {low[1:]}"
+        if high:
+            return f"{finite} {'<=' if self.le is not None else '<'} {high[:-1]}"
+        return finite
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
+
+
+FINITE = Bounds()
+
+
+def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None, finite: bool = True, source: str = "",
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its valid range and, optionally, the source of its default (paper section or
+    released code), for ``forgetless show``."""
+    metadata = {"bounds": Bounds(ge, gt, le, lt, finite), "source": source}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_bounds(f: dataclasses.Field, tp: Any) -> Bounds | None:
+    """The declared bounds of ``f``, else FINITE for float-typed fields, else None."""
+    declared = f.metadata.get("bounds")
+    if declared is not None:
+        return declared
+    return FINITE if _mentions(tp, float) else None
+
+
+def _mentions(tp: Any, target: type) -> bool:
+    if tp is target:
+        return True
+    return any(_mentions(a, target) for a in typing.get_args(tp) if a is not Ellipsis)
+
+
+def check_fields(obj: Any, owner: str = "") -> None:
+    """Raise ConfigError for the first field of dataclass ``obj`` outside its declared range or choices."""
+    types_ = field_types(type(obj))
+    where = f" for {owner}" if owner else ""
+    for f in dataclasses.fields(obj):
+        if f.name not in types_:
+            continue
+        value, tp = getattr(obj, f.name), types_[f.name]
+        literals = _literals(tp)
+        if literals and value is not None and value not in literals:
+            raise ConfigError(f"{f.name}={value!r} is not valid{where}; valid: {choices(literals)}")
+        bounds = field_bounds(f, tp)
+        if bounds is None or value is None:
+            continue
+        items = value if isinstance(value, (tuple, list)) else [value]
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not bounds.contains(item):
+                shown = value if items is value else item
+                each = " (each entry)" if items is value else ""
+                integer = not _mentions(tp, float)
+                raise ConfigError(f"{f.name}={shown!r} is out of range{where}; valid{each}: {bounds.describe(integer)}")
+
+
+def _literals(tp: Any) -> tuple[Any, ...]:
+    """The allowed values of a Literal (or optional Literal) annotation; () for anything else."""
+    if typing.get_origin(tp) is typing.Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if args and all(typing.get_origin(a) is typing.Literal for a in args):
+            return tuple(v for a in args for v in typing.get_args(a))
+    return ()
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -109,6 +211,7 @@ def build(cls: type[T], overrides: Mapping[str, Any] | None = None, what: str = 
             raise ConfigError(f"unknown {what} {key!r}{where}; valid: {choices(types_)}")
         kwargs[key] = _convert(value, types_[key], key)
     obj = cls(**kwargs)
+    check_fields(obj, owner)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()

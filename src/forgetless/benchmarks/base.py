@@ -168,6 +168,24 @@ class BenchmarkInfo:
             labels.update(self.task_labels[t])
         return sorted(labels)
 
+    def task_label_masks(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Boolean ``[tasks, outputs]``: row t marks task t's labels (every output in regression, where each
+        task uses all of them)."""
+        if self.kind == "regression":
+            return torch.ones(self.n_tasks, self.n_outputs, dtype=torch.bool, device=device)
+        masks = torch.zeros(self.n_tasks, self.n_outputs, dtype=torch.bool, device=device)
+        for t, labels in enumerate(self.task_labels):
+            masks[t, list(labels)] = True
+        return masks
+
+    def label_task(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[outputs]``: the task each label belongs to (its last task when labels are shared, as in
+        domain-IL)."""
+        owner = torch.zeros(self.n_outputs, dtype=torch.long, device=device)
+        for t, labels in enumerate(self.task_labels):
+            owner[list(labels)] = t
+        return owner
+
 
 @dataclass
 class Benchmark:

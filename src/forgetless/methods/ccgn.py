@@ -27,8 +27,6 @@ epochs (400/800/200) and WGAN iterations (2e5) are far beyond a CPU: the default
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -58,6 +56,8 @@ from ..nn.standardize import InputStandardizer
 from ..nn.taskwise import TaskBatchNorm
 from ..plots import save_image_grid
 from ..training import Context, TrainConfig, make_optimizer
+from ..training.selection import BestOnValidation, mean_loss
+from ..training.task_inference import chosen_outputs, most_likely_task
 from .base import Method, register
 
 MEMORIES = ("none", "episodic", "generative")
@@ -203,15 +203,14 @@ class CCGN(Method):
             raise ForgetlessError("ccgn in task-IL needs the task id at test time")
         tasks = list(range(max(self.tasks_learned, 1)))
         features, _ = self.streams(x, tasks)
-        chosen = self.task_logits(features).argmax(1)
-        outs = torch.stack([self.heads(features[t], t) for t in tasks])  # (T, B, n_outputs)
-        return outs[chosen, torch.arange(x.shape[0], device=x.device)]
+        chosen = most_likely_task(self.task_logits(features))
+        return chosen_outputs(torch.stack([self.heads(features[t], t) for t in tasks]), chosen)
 
     @torch.no_grad()
     def infer_task(self, x: torch.Tensor) -> torch.Tensor:
         tasks = list(range(max(self.tasks_learned, 1)))
         features, _ = self.streams(x, tasks)
-        return self.task_logits(features).argmax(1)
+        return most_likely_task(self.task_logits(features))
 
     # ------------------------------------------------------------------------------------ training
     def class_loss(self, x: torch.Tensor, y: torch.Tensor, t: int, sparse: bool) -> tuple[torch.Tensor, ...]:
@@ -281,7 +280,7 @@ class CCGN(Method):
         optimizer = self.make_optimizer(params, t)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.lr_decay), 0.1)
         frozen = [(p, rows, p.detach()[rows].clone()) for p, rows in self.net.freeze_rows() if bool(rows.any())]
-        best, best_state = math.inf, None
+        best = BestOnValidation({"net": self.net, "head": self.heads.heads[t], "task_classifier": self.task_classifier})
         first_eligible = cfg.sparsity_patience if cfg.sparsity_patience < cfg.epochs else 0
         self._train_mode(t)
         noise_free_from = cfg.epochs - cfg.noise_free_epochs
@@ -303,12 +302,10 @@ class CCGN(Method):
                 if cfg.model_selection and len(task.val) and batch.epoch >= first_eligible:
                     val = self.validation_objective(task, sparse)
                     ctx.log(epoch=batch.epoch, val_objective=val)
-                    if val < best:
-                        best, best_state = val, self.snapshot(t)
+                    best.update(val)
                     self._train_mode(t)
         set_gate_noise(self.net, True)
-        if best_state is not None:
-            self.restore(t, best_state)
+        best.restore()
         if cfg.recalibrate_norms:
             self.recalibrate_norms(task.train, t)
         self.settle(task)
@@ -369,24 +366,7 @@ class CCGN(Method):
         """Class cross-entropy (+ sparsity once active) on the current task's validation split: model selection
         uses no example of past tasks (Sec. 4.1)."""
         self.eval()
-        total, n = 0.0, 0
-        for x, y in task.val.batches(1000):
-            loss, _, _ = self.class_loss(x, y, task.id, sparse)
-            total += float(loss) * len(y)
-            n += len(y)
-        return total / max(n, 1)
-
-    def snapshot(self, t: int) -> dict[str, Any]:
-        state = {"net": copy.deepcopy(self.net.state_dict()), "head": copy.deepcopy(self.heads.heads[t].state_dict())}
-        if self.task_classifier is not None:
-            state["task_classifier"] = copy.deepcopy(self.task_classifier.state_dict())
-        return state
-
-    def restore(self, t: int, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.heads.heads[t].load_state_dict(state["head"])
-        if self.task_classifier is not None:
-            self.task_classifier.load_state_dict(state["task_classifier"])
+        return mean_loss(task.val, lambda x, y: self.class_loss(x, y, task.id, sparse)[0])
 
     @torch.no_grad()
     def recalibrate_norms(self, split: Split, t: int) -> None:

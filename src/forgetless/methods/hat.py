@@ -18,8 +18,6 @@ follow each other). A residual network's units have no single previous layer, so
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -47,6 +45,7 @@ from ..nn.masks import (
 )
 from ..nn.taskwise import select_task
 from ..training import Context, TrainConfig, config_optimizer
+from ..training.selection import BestOnValidation, mean_loss
 from .base import Method, register
 
 
@@ -130,7 +129,7 @@ class HAT(Method):
         block = unit_gradient_factors(self.units, cumulated) if cumulated is not None else []
         lr, patience = cfg.lr, cfg.lr_patience
         optimizer = self.optimizer(t, lr)
-        best_loss, best_state = math.inf, None
+        best = BestOnValidation({"backbone": self.backbone, "head": self.heads.heads[t]})
         trainable = [p for p in self.parameters() if p.requires_grad]
         for batch in ctx.batches(task.train, cfg.batch_size, epochs=cfg.epochs, iterations=cfg.iterations):
             s = anneal(cfg.smax, batch.index, batch.per_epoch)
@@ -153,8 +152,8 @@ class HAT(Method):
             val = self.validation_loss(task, t)
             self.train()
             ctx.log(epoch=batch.epoch, val_loss=val, lr=lr)
-            if val < best_loss:
-                best_loss, best_state, patience = val, self.snapshot(t), cfg.lr_patience
+            if best.update(val):
+                patience = cfg.lr_patience
                 continue
             patience -= 1
             if patience <= 0:
@@ -163,28 +162,14 @@ class HAT(Method):
                     break
                 patience = cfg.lr_patience
                 optimizer = self.optimizer(t, lr)
-        if best_state is not None:
-            self.restore(t, best_state)
+        best.restore()
         self.cumulate(t)
         self.tasks_learned += 1
 
     @torch.no_grad()
     def validation_loss(self, task: Task, task_id: int) -> float:
         self.eval()
-        total, n = 0.0, 0
-        for x, y in task.val.batches(1000):
-            loss, _ = self.loss(x, y, task_id, self.config.smax)
-            total += float(loss) * len(y)
-            n += len(y)
-        return total / max(n, 1)
-
-    def snapshot(self, task_id: int) -> dict[str, Any]:
-        return {"backbone": copy.deepcopy(self.backbone.state_dict()),
-                "head": copy.deepcopy(self.heads.heads[task_id].state_dict())}
-
-    def restore(self, task_id: int, state: dict[str, Any]) -> None:
-        self.backbone.load_state_dict(state["backbone"])
-        self.heads.heads[task_id].load_state_dict(state["head"])
+        return mean_loss(task.val, lambda x, y: self.loss(x, y, task_id, self.config.smax)[0])
 
     @torch.no_grad()
     def cumulate(self, task_id: int) -> None:

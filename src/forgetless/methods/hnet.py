@@ -32,7 +32,8 @@ from ..nn.backbones import feature_width
 from ..nn.hnet import HyperNetwork, OutputRegularizer, TargetNetwork
 from ..nn.hnet import build as build_hnet
 from ..nn.hnet.hypernetwork import activation
-from ..training import Context, TrainConfig, config_optimizer, label_mask
+from ..training import Context, TrainConfig, config_optimizer
+from ..training.task_inference import chosen_outputs, grouped_forward, lowest_entropy
 from .base import Method, register
 
 # Appendix C of the paper, per benchmark (the dataclass defaults are the split MNIST ones).
@@ -133,9 +134,7 @@ class HnetClassifier(Method):
         self.hnet: HyperNetwork = build_hnet(self.target.n_weights, cfg.emb_dim, cfg.hnet_hidden, cfg.chunk_size,
                                              cfg.chunk_emb_dim, cfg.hnet_activation, cfg.emb_std, cfg.chunk_emb_std)
         self.regularizer = OutputRegularizer(cfg.beta, cfg.lookahead, cfg.reg_tasks)
-        masks = [label_mask(labels, info.n_outputs) for labels in info.task_labels] if info.kind != "regression" \
-            else [torch.ones(info.n_outputs, dtype=torch.bool) for _ in info.task_labels]
-        self.register_buffer("task_masks", torch.stack(masks), persistent=False)
+        self.register_buffer("task_masks", info.task_label_masks(), persistent=False)
         self._eval_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
@@ -220,27 +219,10 @@ class HnetClassifier(Method):
         weights = self.hnet(self.hnet.embedding_matrix(), truncate=False)
         return torch.stack([self.target(x, weights[t], task=t) for t in range(self.hnet.n_tasks)])
 
-    def entropies(self, outputs: torch.Tensor) -> torch.Tensor:
-        """[T, N] entropy of each task model's softmax over that task's own output units."""
-        masks = self.task_masks[: outputs.shape[0]].unsqueeze(1)
-        logits = outputs.masked_fill(~masks, float("-inf")) / self.config.temperature
-        logp = torch.log_softmax(logits, dim=-1)
-        return -(logp.exp() * logp.masked_fill(~masks, 0.0)).sum(-1)
-
     def choose_tasks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """HNET+ENT: the task whose model is the least uncertain on each input (and every model's outputs)."""
         outputs = self.all_task_outputs(x)
-        return self.entropies(outputs).argmin(0), outputs
-
-    def grouped_outputs(self, x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        """Each sample through the model of its chosen task (one forward pass per task present)."""
-        out = None
-        for t in torch.unique(chosen).tolist():
-            idx = torch.nonzero(chosen == t).flatten()
-            o = self.task_outputs(x[idx], t)
-            out = o.new_empty(len(x), o.shape[1]) if out is None else out
-            out[idx] = o
-        return out
+        return lowest_entropy(outputs, self.task_masks, self.config.temperature), outputs
 
     def _inferred(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen task per sample, outputs of the chosen models with other tasks' units at -inf).
@@ -251,10 +233,7 @@ class HnetClassifier(Method):
         if cache is not None and cache[0] is x:
             return cache[1], cache[2]
         chosen, outputs = self.choose_tasks(x)
-        if outputs is None:
-            picked = self.grouped_outputs(x, chosen)
-        else:
-            picked = outputs[chosen, torch.arange(x.shape[0], device=x.device)]
+        picked = grouped_forward(x, chosen, self.task_outputs) if outputs is None else chosen_outputs(outputs, chosen)
         if self.config.train_units == "seen":  # the inferred model answers over every seen unit
             answer = self.task_masks[: self.hnet.n_tasks].any(0).expand_as(picked)
         else:

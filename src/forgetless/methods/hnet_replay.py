@@ -33,6 +33,8 @@ from ..memory.hnet_vae import HnetVAE
 from ..metrics import module_bytes
 from ..nn import backbones
 from ..training import Context, TrainConfig, config_optimizer, label_mask, masked_logits
+from ..training.distillation import masked_soft_target_loss
+from ..training.task_inference import most_likely_task
 from .base import register
 from .hnet import HnetClassifier, HnetConfig, hnet_defaults
 from .sequential import SequentialClassifier
@@ -167,7 +169,7 @@ class HnetTIR(HnetClassifier):
     def choose_tasks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.hnet.n_tasks == 1:
             return torch.zeros(len(x), dtype=torch.long, device=x.device), None
-        return self.task_inference(x)[:, : self.hnet.n_tasks].argmax(1), None
+        return most_likely_task(self.task_inference(x), self.hnet.n_tasks), None
 
     def storage(self) -> dict[str, Any]:
         out = super().storage()
@@ -212,8 +214,7 @@ class HnetR(SequentialClassifier):
         super().__init__(info, config, backbone)
         self.replay = build_replay(self, self.config)
         self._previous: list[nn.Module] = []  # the classifier before the current task (not a submodule)
-        masks = [label_mask(labels, info.n_outputs) for labels in info.task_labels]
-        self.register_buffer("task_masks", torch.stack(masks), persistent=False)
+        self.register_buffer("task_masks", info.task_label_masks(), persistent=False)
 
     @classmethod
     def defaults(cls, info):
@@ -258,11 +259,7 @@ class HnetR(SequentialClassifier):
                 teacher, old = teacher.masked_fill(new & ~old, 0.0), new
         else:  # task-IL: each replayed sample on its own task's head; domain-IL: the shared head
             old = new = self.task_masks[t_r]
-        temp = cfg.distill_temperature
-        target = torch.softmax(teacher.masked_fill(~old, float("-inf")) / temp, dim=1)
-        log_student = torch.log_softmax(student.masked_fill(~new, float("-inf")) / temp, dim=1)
-        kd = -(target * log_student.masked_fill(~new, 0.0)).sum(1).mean() * temp**2
-        return cfg.replay_weight * kd
+        return cfg.replay_weight * masked_soft_target_loss(student, teacher, new, old, cfg.distill_temperature)
 
     def after_task(self, task, ctx: Context) -> None:
         self._previous = []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..benchmarks.base import Split, Task, union
 from ..metrics import tensor_bytes
 from ..training import Context
@@ -36,12 +34,7 @@ class Joint(SequentialClassifier):
         if self.info.scenario == "task":
             # Labels are disjoint across tasks in task-IL: each sample's own task follows from its label,
             # and its loss is restricted to that task's labels (one head per task).
-            owner = torch.zeros(self.info.n_outputs, dtype=torch.long, device=y.device)
-            masks = torch.zeros(self.info.n_tasks, self.info.n_outputs, dtype=torch.bool, device=y.device)
-            for t, labels in enumerate(self.info.task_labels):
-                owner[list(labels)] = t
-                masks[t, list(labels)] = True
-            keep = masks[owner[y]]
+            keep = self.info.task_label_masks(y.device)[self.info.label_task(y.device)[y]]
         return super().task_loss(logits, y, keep)
 
     def storage(self):

@@ -59,20 +59,12 @@ def previous_model_loss(student: torch.Tensor, teacher: torch.Tensor, info: Benc
     return torch.stack(losses).mean()
 
 
-def task_label_masks(info: BenchmarkInfo, device=None) -> torch.Tensor:
-    """Boolean matrix (task x output): the labels of each task."""
-    masks = torch.zeros(info.n_tasks, info.n_outputs, dtype=torch.bool, device=device)
-    for t, labels in enumerate(info.task_labels):
-        masks[t, list(labels)] = True
-    return masks
-
-
 def stored_sample_loss(logits: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor, info: BenchmarkInfo,
                        task_index: int) -> torch.Tensor:
     """Cross-entropy of stored samples with their true labels: each over its own task's labels in task-IL
     (one head per task), over every label seen so far in class-IL, over all labels in domain-IL."""
     if info.scenario == "task":
-        keep = task_label_masks(info, logits.device)[tasks]
+        keep = info.task_label_masks(logits.device)[tasks]
     else:
         keep = torch.zeros(info.n_outputs, dtype=torch.bool, device=logits.device)
         keep[info.active_labels(task_index)] = True

@@ -37,6 +37,15 @@ def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, student_label
     return -(p * log_q[:, positions(t_labels, s_labels)]).sum(1).mean() * temperature**2
 
 
+def masked_soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, student_mask: torch.Tensor,
+                            teacher_mask: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """:func:`soft_target_loss` with the label sets as boolean masks over outputs, one row per sample when
+    samples differ (replayed samples of several tasks, each on its own task's head)."""
+    target = torch.softmax(teacher.detach().masked_fill(~teacher_mask, float("-inf")) / temperature, dim=1)
+    log_student = torch.log_softmax(student.masked_fill(~student_mask, float("-inf")) / temperature, dim=1)
+    return -(target * log_student.masked_fill(~student_mask, 0.0)).sum(1).mean() * temperature**2
+
+
 def hard_target_loss(student: torch.Tensor, teacher: torch.Tensor, student_labels, teacher_labels) -> torch.Tensor:
     """Cross-entropy of the student, over its labels, against the teacher's most likely label."""
     s_labels = _as_labels(student_labels, student.device)
