@@ -219,7 +219,11 @@ def test_a_crafted_tree_names_no_callable_outside_the_allowlist(node):
         checkpoint.decode({"$": "list", "id": 9, "items": [node]}, source="x.pt")
 
 
-@pytest.mark.parametrize("node", [{"$": "ref", "id": 5}, {"$": "what"}, {"$": "dtype", "v": "Tensor"}, [1, {}]])
+@pytest.mark.parametrize("node", [
+    {"$": "ref", "id": 5}, {"$": "what"}, {"$": "dtype", "v": "Tensor"}, [1, {}],
+    # a defaultdict calls its factory: an allowlisted class is still not one (its constructor would run)
+    {"$": "defaultdict", "id": 0, "factory": {"$": "global", "name": "forgetless.methods.base:Context"}, "items": []},
+])
 def test_a_malformed_tree_is_one_error(node):
     with pytest.raises(CheckpointError, match="malformed checkpoint"):
         checkpoint.decode(node)

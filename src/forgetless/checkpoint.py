@@ -46,8 +46,9 @@ FORMAT = 2  # 1: a pickle of the method (could run code when loaded); 2: the tre
 TAG = "$"
 _ATOMS = (type(None), bool, int, float, str)
 _WHY = "a checkpoint holds only tensors, containers and forgetless/torch.nn objects"
-# Types a defaultdict's factory may be, besides allowlisted classes: calling them runs no user code.
-_BUILTINS = {f"builtins:{t.__name__}" for t in (list, dict, set, frozenset, tuple, int, float, str, bool, bytes)}
+# Types a defaultdict's factory may be (it is called): constructing them runs no code from the file.
+_BUILTIN_TYPES = (list, dict, set, frozenset, tuple, int, float, str, bool, bytes)
+_BUILTINS = {f"builtins:{t.__name__}" for t in _BUILTIN_TYPES}
 
 
 class CheckpointError(ForgetlessError):
@@ -320,9 +321,10 @@ class _Decoder:
             return obj
         if kind == "defaultdict":
             obj = self._remember(node, collections.defaultdict())
+            # the factory is called on a missing key: only a builtin container or number type may be one
             factory = self(node["factory"])
-            if factory is not None and not isinstance(factory, type):
-                raise ValueError("a defaultdict factory must be a class")
+            if factory is not None and not any(factory is t for t in _BUILTIN_TYPES):
+                raise ValueError(f"a defaultdict factory must be a builtin type, not {factory!r}")
             obj.default_factory = factory
             self._fill_dict(obj, node["items"])
             return obj
