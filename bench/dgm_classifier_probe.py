@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forgetless import checkpoint
 from forgetless.benchmarks.base import build
 from forgetless.methods.base import masked_logits
 from forgetless.methods.dgm import DGM
@@ -85,7 +86,7 @@ def main() -> None:
     parser.add_argument("--judge", action="store_true", help="also score generated samples with a real-data MLP")
     args = parser.parse_args()
 
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    state = checkpoint.read(args.checkpoint)  # a checkpoint is never unpickled: see forgetless/checkpoint.py
     method = state["method"]
     if not isinstance(method, DGM):
         raise SystemExit(f"{args.checkpoint}: not a dgmw/dgma checkpoint")

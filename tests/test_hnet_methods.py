@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from forgetless import benchmarks, runner
+from forgetless import benchmarks, checkpoint, runner
 from forgetless.errors import ConfigError
 from forgetless.methods import Context, create
 from forgetless.training.task_inference import output_entropy
@@ -224,8 +224,7 @@ def test_runs_checkpoint_and_report_through_the_runner(tmp_path):
                         out=tmp_path / "run", quiet=True)
     assert result["task_inference_accuracy"] is not None
     assert result["storage"]["compression_ratio"] > 0 and result["report"]["n_chunks"] >= 1
-    state = torch.load(tmp_path / "run" / "checkpoints" / "task-2.pt", weights_only=False)
-    method = state["method"]
+    method = checkpoint.read(tmp_path / "run" / "checkpoints" / "task-2.pt")["method"]
     assert method._eval_cache is None and method.regularizer.embeddings is None  # nothing per-step is pickled
     x = bench.tasks[0].test.inputs()
     with torch.no_grad():

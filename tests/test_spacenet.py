@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from forgetless import methods, runner
+from forgetless import checkpoint, methods, runner
 from forgetless.errors import ConfigError
 from forgetless.nn.sparse import SparseNetwork
 from forgetless.training import Context
@@ -166,11 +166,11 @@ def test_checkpoint_round_trip_keeps_predictions(tmp_path):
     b = bench(2)
     result = runner.run("spacenet", b, config=SMALL, out=tmp_path / "run", quiet=True, keep_checkpoints=True)
     assert result["report"]["connections_total"] == 2 * sum(SMALL["connections"])
-    state = torch.load(tmp_path / "run" / "checkpoints" / "task-2.pt", weights_only=False)
+    state = checkpoint.read(tmp_path / "run" / "checkpoints" / "task-2.pt")
     buf = io.BytesIO()
-    torch.save(state["method"], buf)
+    torch.save(checkpoint.encode(state["method"]), buf)
     buf.seek(0)
-    clone = torch.load(buf, weights_only=False)
+    clone = checkpoint.decode(torch.load(buf, weights_only=True))
     x = b.tasks[0].test.inputs()
     assert torch.equal(clone.predict(x), state["method"].predict(x))
 

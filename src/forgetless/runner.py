@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, fileio, metrics
+from . import __version__, benchmarks, checkpoint, fileio, metrics
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, ForgetlessError, RunExistsError
 from .methods import base as mbase
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = checkpoint.FORMAT  # 2: the method as a code-free tree (checkpoint.py); 1 was a pickle
 EVAL_BATCH = 1000
 
 
@@ -146,13 +146,15 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
     ckpt_dir = out / "checkpoints"
     found = ckpt_dir.glob("task-*.pt") if ckpt_dir.exists() else []
     checkpoints = sorted(found, key=lambda p: int(p.stem.split("-")[1]))
-    finished = results.exists() and fileio.read_json(results).get("complete", False)
+    if resume or overwrite:  # what a write killed half-way left behind (see fileio._atomic)
+        checkpoint.remove_temporaries(out)
     if overwrite:
         for p in checkpoints:
             p.unlink()
         for name in ("results.json", "log.jsonl"):
             (out / name).unlink(missing_ok=True)
         return None
+    finished = results.exists() and _read_results(results).get("complete", False)
     if finished and not resume:
         raise RunExistsError(f"{out} already holds a finished run; use --overwrite to replace it or another --out")
     if resume:
@@ -160,6 +162,19 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
     if checkpoints or results.exists():
         raise RunExistsError(f"{out} holds an unfinished run; use --resume to continue it or --overwrite to restart")
     return None
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """A run directory's results.json; a damaged one is a one-line error saying what to do."""
+    try:
+        result = fileio.read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        result = exc
+    if not isinstance(result, dict):
+        why = f"not valid JSON ({result})" if isinstance(result, Exception) else "not a JSON object"
+        raise ForgetlessError(f"{path} is damaged: {why}; delete it and rerun with --resume to continue from "
+                              "the last checkpoint, or use --overwrite to start again")
+    return result
 
 
 def run(
@@ -202,7 +217,7 @@ def run(
         ckpt = _check_out_dir(out_dir, resume, overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is not None:
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            state = checkpoint.read(ckpt, template=model)  # never unpickles code: see checkpoint.py
             if state.get("format") != CHECKPOINT_FORMAT:
                 raise ForgetlessError(f"{ckpt}: checkpoint format {state.get('format')} is not supported")
             if not _same_run(state["identity"], identity, mbase.default_config_dict(model)):
@@ -288,7 +303,8 @@ def _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, pe
     ckpt_dir = out_dir / "checkpoints"
     path = ckpt_dir / f"task-{i + 1}.pt"
     fileio.save_torch(path, {
-        "format": CHECKPOINT_FORMAT, "task_index": i, "identity": identity, "method": model, "accuracy": rows,
+        "format": CHECKPOINT_FORMAT, "task_index": i, "identity": identity,
+        "method": checkpoint.encode(model), "accuracy": rows,
         "task_inference": inference_rows, "reference": reference, "per_task_seconds": per_task,
         "eval_seconds": eval_seconds,
     })

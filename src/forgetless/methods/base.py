@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -30,6 +29,7 @@ from torch import nn
 
 from .. import config as cfg
 from ..benchmarks.base import BenchmarkInfo, Task
+from ..checkpoint import storable
 from ..errors import ConfigError, choices
 from ..metrics import module_bytes
 from ..nn import backbones
@@ -85,12 +85,11 @@ class Method(nn.Module):
         return backbones.create(name, shape, **options)
 
     def __getstate__(self):
-        # Checkpoints pickle the whole method (architectures may grow). A user's backbone factory that
-        # cannot be pickled (a lambda) is dropped: backbones are built in __init__, before any checkpoint.
+        # Checkpoints store the whole method (architectures may grow; see checkpoint.py). A user's backbone
+        # factory that cannot be stored (a lambda) is dropped: backbones are built in __init__, before any
+        # checkpoint.
         state = self.__dict__.copy()
-        try:
-            pickle.dumps(state["_backbone_factory"])
-        except Exception:
+        if not storable(state["_backbone_factory"]):
             state["_backbone_factory"] = None
         return state
 
