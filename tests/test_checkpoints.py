@@ -222,7 +222,8 @@ def test_a_crafted_tree_names_no_callable_outside_the_allowlist(node):
 @pytest.mark.parametrize("node", [
     {"$": "ref", "id": 5}, {"$": "what"}, {"$": "dtype", "v": "Tensor"}, [1, {}],
     # a defaultdict calls its factory: an allowlisted class is still not one (its constructor would run)
-    {"$": "defaultdict", "id": 0, "factory": {"$": "global", "name": "forgetless.training.context:Context"}, "items": []},
+    {"$": "defaultdict", "id": 0, "factory": {"$": "global", "name": "forgetless.training.context:Context"},
+     "items": []},
 ])
 def test_a_malformed_tree_is_one_error(node):
     with pytest.raises(CheckpointError, match="malformed checkpoint"):

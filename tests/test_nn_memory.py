@@ -33,7 +33,7 @@ def test_backbone_architectures():
     assert [c.out_channels for c in zenke.modules() if isinstance(c, torch.nn.Conv2d)] == [32, 32, 64, 64]
     r32 = backbones.create("resnet32", (3, 32, 32))
     assert sum(isinstance(m, backbones.BasicBlock) for m in r32.modules()) == 15
-    with pytest.raises(ConfigError, match="valid: mlp, resnet18"):
+    with pytest.raises(ConfigError, match="valid: densenet121, mlp, resnet18"):
         backbones.create("vgg", (1, 28, 28))
     with pytest.raises(ConfigError, match="needs image inputs"):
         backbones.create("simple-cnn", (64,))

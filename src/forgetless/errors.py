@@ -17,6 +17,10 @@ class ChecksumError(ForgetlessError):
     """A dataset file exists but its MD5 differs from the official one (corrupt or truncated)."""
 
 
+class CorruptImageError(ForgetlessError):
+    """An image file of an image folder cannot be decoded."""
+
+
 class RunExistsError(ForgetlessError):
     """The output directory already holds a run that would be overwritten."""
 

@@ -15,17 +15,30 @@ Two kinds of chain:
 - ``datasets=`` (e.g. ``mnist,fashion-mnist,kmnist,svhn,cifar10``): real datasets, all their classes per task,
   resized to a common shape (``size`` x ``size``, ``channels``; grey images are repeated to 3 channels, colour
   ones averaged to 1) once at build time.
+
+A ``datasets`` entry is a registered dataset name, ``folder:PATH`` (an image folder, see
+:mod:`forgetless.data.imagefolder`: ``PATH/train/<class>/*``, ``PATH/test/<class>/*``), or any other name
+``X``, read as the image folder ``<data root>/X`` (so the paper configs' ``cubs``, ``sketch``, ... run once
+the folders are there). Image folders are decoded at ``size`` (default 224) with ``test_fraction`` (for a
+folder without ``test/``) and ``skip_bad_images``.
+
+Normalisation (``normalize``, on by default for ``datasets``): ``mean_std=dataset`` standardises each task
+with its own training images' per-channel mean and std; ``mean_std=imagenet`` uses ImageNet's
+(:data:`forgetless.nn.torchvision_layouts.IMAGENET_MEAN` / ``IMAGENET_STD``), what a torchvision-pretrained
+backbone (``--set pretrained=PATH``) was trained with.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .. import data
 from ..errors import ConfigError, choices
+from ..nn.torchvision_layouts import IMAGENET_MEAN, IMAGENET_STD
 from .base import Benchmark, Split, Task, assign_labels, register
 from .split import SplitOptions, tasks_from_classes
 from .transforms import Compose, Invert, PermutePixels, Rotate90, ToFloat
@@ -33,6 +46,8 @@ from .transforms import Compose, Invert, PermutePixels, Rotate90, ToFloat
 DOMAINS = ("mnist", "permuted", "rotated-90", "inverted", "shuffled-classes")
 _IDENTITY = {"mnist", "identity", "original"}
 _KNOWN = _IDENTITY | {"permuted", "rotated-90", "inverted", "shuffled-classes"}
+MEAN_STD = ("dataset", "imagenet")
+FOLDER_SIZE = 224  # decoding side of image folders when ``size`` is not given (the pretrained networks' input)
 
 
 @dataclass
@@ -46,6 +61,9 @@ class DomainChainOptions:
     train_per_class: int | None = None
     test_per_class: int | None = None
     normalize: bool | None = None  # None: off for the ``domains`` chain (inversion needs [0, 1]), on for ``datasets``
+    mean_std: str = "dataset"  # "dataset" (each task's own statistics) or "imagenet" (pretrained backbones)
+    test_fraction: float = 0.2  # image folders without a test/ folder: stratified test share per class
+    skip_bad_images: bool = False  # image folders: leave undecodable files out (with a warning), else an error
 
     def validate(self) -> None:
         if self.datasets is None:
@@ -60,6 +78,10 @@ class DomainChainOptions:
             raise ConfigError("datasets needs at least one dataset name")
         if self.size is not None and self.size < 4:
             raise ConfigError(f"size must be >= 4, got {self.size}")
+        if self.mean_std not in MEAN_STD:
+            raise ConfigError(f"unknown mean_std {self.mean_std!r}; valid: {choices(MEAN_STD)}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
 
@@ -120,7 +142,7 @@ def resize_images(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
         if xb.shape[1] != channels:
             xb = xb.repeat(1, channels, 1, 1) if xb.shape[1] == 1 else xb.mean(1, keepdim=True)
         out.append(xb.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.empty(0, channels, size, size, dtype=torch.uint8)  # an empty split
 
 
 def _mean_std(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -129,8 +151,24 @@ def _mean_std(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(xf.mean(dim=(0, 2, 3)).tolist()), tuple(xf.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
 
 
+def _load_chain_dataset(name: str, opts: DomainChainOptions, data_root: str | None) -> data.Dataset:
+    """A registered dataset, ``folder:PATH``, or the image folder ``<data root>/<name>``."""
+    folder = None
+    if name.startswith("folder:"):
+        folder = Path(name.removeprefix("folder:")).expanduser()
+    elif name not in data.DATASETS:
+        folder = data.resolve_root(data_root) / name
+        if not folder.is_dir():
+            raise ConfigError(f"unknown dataset {name!r} (and no image folder {folder}); valid: "
+                              f"{choices(data.DATASETS)}, folder:PATH, or a folder under the data root")
+    if folder is None:
+        return data.load(name, data_root)
+    return data.load_folder(folder, opts.size or FOLDER_SIZE, opts.test_fraction, opts.skip_bad_images,
+                            cache_root=data_root)
+
+
 def _dataset_chain(scenario: str, seed: int, opts: DomainChainOptions, data_root: str | None) -> Benchmark:
-    sets = [data.load(name, data_root) for name in opts.datasets]
+    sets = [_load_chain_dataset(name, opts, data_root) for name in opts.datasets]
     size = opts.size or max(max(d.shape[1:]) for d in sets)
     channels = opts.channels or (3 if any(d.shape[0] == 3 for d in sets) else 1)
     normalize = True if opts.normalize is None else opts.normalize
@@ -143,7 +181,10 @@ def _dataset_chain(scenario: str, seed: int, opts: DomainChainOptions, data_root
         # Sub-sample first, then resize only what is kept.
         (raw,), _ = tasks_from_classes(ds, [classes], "domain", seed + t, split_opts, Compose(), names=[ds.name])
         xs = [resize_images(s.x, size, channels) for s in (raw.train, raw.val, raw.test)]
-        transform = Compose(ToFloat(*_mean_std(xs[0])) if normalize else ToFloat())
+        stats = (IMAGENET_MEAN, IMAGENET_STD) if opts.mean_std == "imagenet" else _mean_std(xs[0])
+        if channels == 1 and opts.mean_std == "imagenet":
+            stats = ((sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,))
+        transform = Compose(ToFloat(*stats) if normalize else ToFloat())
         offset = labels[t][0]
         parts = [Split(x, s.y + offset, transform) for x, s in zip(xs, (raw.train, raw.val, raw.test), strict=True)]
         tasks.append(Task(t, classes, labels[t], *parts, name=ds.name))

@@ -2,6 +2,9 @@
 
 ``load(name, root=None)`` returns a :class:`Dataset`; ``root`` defaults to ``$FORGETLESS_DATA``, then
 ``~/.cache/forgetless``. Files live in ``<root>/<name>/`` under their official names.
+
+Image folders (``root/train/<class>/*``, ``root/test/<class>/*``) are read by :func:`load_folder`
+(:mod:`forgetless.data.imagefolder`: Pillow, resized once, cached as tensors).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from ..errors import ConfigError, choices
 from .base import ENV_VAR, Dataset, RemoteFile, ensure_files, md5sum, resolve_root
 from .cifar import read_cifar_archive
 from .idx import idx_files, load_idx_dataset, read_idx
+from .imagefolder import load_folder
 from .svhn import read_svhn_mat
 
-__all__ = ["DATASETS", "ENV_VAR", "Dataset", "RemoteFile", "load", "md5sum", "read_idx", "resolve_root"]
+__all__ = ["DATASETS", "ENV_VAR", "Dataset", "RemoteFile", "load", "load_folder", "md5sum", "read_idx", "resolve_root"]
 
 DIGITS = [str(d) for d in range(10)]
 

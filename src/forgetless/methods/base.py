@@ -78,10 +78,15 @@ class Method(nn.Module):
             return self._backbone_factory(shape)
         name = getattr(self.config, "backbone", None) or self.info.default_backbone
         options: dict[str, Any] = dict(extra)
-        if getattr(self.config, "hidden", None) is not None:
+        # hidden/width are shared config defaults: passed to the backbones that take them; pretrained always
+        # (a backbone that cannot load weights is then an error, not silently random).
+        takes = backbones.options(name)
+        if getattr(self.config, "hidden", None) is not None and "hidden" in takes:
             options["hidden"] = tuple(self.config.hidden)
-        if getattr(self.config, "width", None) is not None:
+        if getattr(self.config, "width", None) is not None and "width" in takes:
             options["width"] = self.config.width
+        if getattr(self.config, "pretrained", None) is not None:
+            options["pretrained"] = self.config.pretrained
         return backbones.create(name, shape, **options)
 
     def __getstate__(self):

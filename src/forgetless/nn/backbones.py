@@ -8,18 +8,36 @@ Every backbone takes ``task_bn=n`` (default None: off): task-specific batch norm
 without batch norm (mlp, simple-cnn, zenke-cnn) then get one after every linear/conv layer, before its
 ReLU; the ResNets' batch norms become task-specific. With the option off the modules, parameters and
 initialisation are exactly those of the plain network.
+
+Pretrained networks: ``resnet18``, ``resnet50`` and ``densenet121`` in torchvision's layout
+(:mod:`forgetless.nn.torchvision_layouts`) take ``pretrained=PATH``, a torchvision-format state-dict file,
+and return the pooled features (512 / 2048 / 1024) of torchvision's network without its classifier; they
+expect ImageNet-normalised inputs (their ``normalize`` and ``input_size`` attributes).
+
+``resnet18`` has two stems, chosen with ``stem=``:
+
+- ``"cifar"``: forgetless's small-image ResNet (3x3 stride-1 stem, no max-pool; keys ``conv1``, ``bn1``,
+  ``stages.*``, ``shortcut``), the network of the CIFAR configs, unchanged (it is also the one CCGN gates);
+- ``"imagenet"``: torchvision's ResNet-18 (7x7/2 stem, max-pool, ``layer1..4``, ``downsample``), the only one
+  that loads weight files.
+
+By default (``stem`` unset) a weight file or inputs larger than 64 x 64 pick ``"imagenet"``, else ``"cifar"``.
+``resnet50`` and ``densenet121`` exist only in torchvision's layout, ``resnet32`` only for small images.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, choices
+from . import torchvision_layouts
 from .taskwise import TaskBatchNorm
 
 
@@ -163,25 +181,56 @@ class ResNet(nn.Module):
         return self.stages(x).mean(dim=(2, 3))
 
 
-def _mlp(input_shape, hidden=(400, 400), task_bn=None, activation="relu", **_):
+def _mlp(input_shape, hidden=(400, 400), task_bn=None, activation="relu"):
     return MLP(input_shape, hidden, task_bn=task_bn, activation=activation)
 
 
-def _simple_cnn(input_shape, width=None, task_bn=None, **_):
+def _simple_cnn(input_shape, width=None, task_bn=None):
     return SimpleCNN(input_shape, channels=width or 100, task_bn=task_bn)
 
 
-def _zenke(input_shape, width=None, task_bn=None, **_):
+def _zenke(input_shape, width=None, task_bn=None):
     w = width or 32
     return ZenkeCNN(input_shape, channels=(w, w, 2 * w, 2 * w), task_bn=task_bn)
 
 
-def _resnet18(input_shape, width=None, task_bn=None, **_):
-    return ResNet(input_shape, (2, 2, 2, 2), width or 64, task_bn=task_bn)
+STEMS = ("cifar", "imagenet")
+CIFAR_MAX_SIDE = 64  # default stem: "cifar" up to 64 x 64 inputs, "imagenet" above (or with a weight file)
 
 
-def _resnet32(input_shape, width=None, task_bn=None, **_):
+def resolve_stem(stem: str | None, input_shape: Sequence[int], pretrained: str | None) -> str:
+    """``resnet18``'s stem: the one asked for, else "imagenet" with a weight file or inputs over 64 pixels."""
+    if stem is None:
+        return "imagenet" if pretrained is not None or min(input_shape[1:]) > CIFAR_MAX_SIDE else "cifar"
+    if stem not in STEMS:
+        raise ConfigError(f"unknown resnet stem {stem!r}; valid: {choices(STEMS)}")
+    if stem == "cifar" and pretrained is not None:
+        raise ConfigError("pretrained weights are torchvision's layout: use stem=imagenet (or leave stem unset)")
+    return stem
+
+
+def _pretrained(net: nn.Module, name: str, pretrained: str | None) -> nn.Module:
+    return net if pretrained is None else torchvision_layouts.load_pretrained(net, pretrained, name)
+
+
+def _resnet18(input_shape, width=None, task_bn=None, stem=None, pretrained=None):
+    if resolve_stem(stem, input_shape, pretrained) == "cifar":
+        return ResNet(input_shape, (2, 2, 2, 2), width or 64, task_bn=task_bn)
+    net = torchvision_layouts.resnet18(input_shape[0], width or 64, task_bn=task_bn)
+    return _pretrained(net, "resnet18", pretrained)
+
+
+def _resnet32(input_shape, width=None, task_bn=None):
     return ResNet(input_shape, (5, 5, 5), width or 16, task_bn=task_bn)
+
+
+def _resnet50(input_shape, width=None, task_bn=None, pretrained=None):
+    return _pretrained(torchvision_layouts.resnet50(input_shape[0], width or 64, task_bn=task_bn), "resnet50",
+                       pretrained)
+
+
+def _densenet121(input_shape, task_bn=None, pretrained=None):
+    return _pretrained(torchvision_layouts.densenet121(input_shape[0], task_bn=task_bn), "densenet121", pretrained)
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -190,20 +239,33 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "zenke-cnn": _zenke,
     "resnet18": _resnet18,
     "resnet32": _resnet32,
+    "resnet50": _resnet50,
+    "densenet121": _densenet121,
 }
 
 
-def create(name: str, input_shape: Sequence[int], **options) -> nn.Module:
-    """Build backbone ``name``; options: ``hidden`` and ``activation`` (mlp), ``width`` (CNN base width),
-    ``task_bn`` (number of tasks for task-specific batch norm; None/0: off)."""
+def options(name: str) -> tuple[str, ...]:
+    """The options backbone ``name`` takes (its factory's keyword arguments)."""
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; valid: {choices(BACKBONES)}")
-    task_bn = options.get("task_bn")
+    return tuple(p for p in inspect.signature(BACKBONES[name]).parameters if p != "input_shape")
+
+
+def create(name: str, input_shape: Sequence[int], **opts: Any) -> nn.Module:
+    """Build backbone ``name``. Options (each backbone takes those of :func:`options`; any other is an error):
+    ``hidden`` and ``activation`` (mlp), ``width`` (CNN base width), ``task_bn`` (number of tasks for
+    task-specific batch norm; None/0: off), ``pretrained`` (resnet18/50, densenet121: a torchvision-format
+    state-dict file), ``stem`` (resnet18: "cifar" or "imagenet")."""
+    valid = options(name)
+    unknown = [k for k in opts if k not in valid]
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r} for backbone {name!r}; valid: {', '.join(valid)}")
+    task_bn = opts.get("task_bn")
     if task_bn is not None and (not isinstance(task_bn, int) or task_bn < 0):
         raise ConfigError(f"task_bn must be a number of tasks (>= 1) or None, got {task_bn!r}")
     if name != "mlp" and len(input_shape) != 3:
         raise ConfigError(f"backbone {name!r} needs image inputs (C x H x W), got shape {tuple(input_shape)}")
-    return BACKBONES[name](tuple(input_shape), **options)
+    return BACKBONES[name](tuple(input_shape), **opts)
 
 
 def feature_width(module: nn.Module, input_shape: Sequence[int]) -> int:

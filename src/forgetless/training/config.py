@@ -23,6 +23,7 @@ class TrainConfig:
     backbone: str | None = None  # None: the benchmark's default backbone
     hidden: tuple[int, ...] = option((400, 400), ge=1)  # mlp hidden sizes
     width: int | None = option(None, ge=1)  # CNN base width (None: the architecture's own)
+    pretrained: str | None = None  # torchvision-format weight file (resnet18/50, densenet121)
     epochs: int = option(5, ge=0)
     iterations: int | None = option(None, ge=1)
     batch_size: int = option(128, ge=1)
