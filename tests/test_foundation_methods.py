@@ -44,7 +44,7 @@ def test_create_rejects_unknown_keys_and_values():
         methods.create("joint", info, learning_rate=0.1)
     with pytest.raises(ConfigError, match="batch_size=0 is out of range for joint; valid: an integer >= 1"):
         methods.create("joint", info, batch_size=0)
-    with pytest.raises(ConfigError, match="iterations must be >= 1"):
+    with pytest.raises(ConfigError, match="iterations=0 is out of range for joint; valid: an integer >= 1"):
         methods.create("joint", info, iterations="0")
 
 

@@ -12,6 +12,8 @@ from forgetless.memory import VAE, EpisodicBuffer, gradient_penalty, vae_loss
 from forgetless.nn import backbones
 from forgetless.nn.heads import MultiHead
 
+from conftest import synthetic_benchmark
+
 
 @pytest.mark.parametrize("name,shape,width", [("mlp", (1, 28, 28), 400), ("simple-cnn", (1, 28, 28), 100),
                                               ("zenke-cnn", (3, 32, 32), 512), ("resnet18", (3, 32, 32), 512),
@@ -114,3 +116,30 @@ def test_gradient_penalty_vanishes_for_a_unit_gradient_critic():
     assert gradient_penalty(critic, real, fake).item() == pytest.approx(0.0, abs=1e-10)
     critic2 = lambda x: 3 * x.flatten(1) @ w  # noqa: E731 - norm 3 -> penalty 10 * (3 - 1)^2
     assert gradient_penalty(critic2, real, fake).item() == pytest.approx(40.0)
+
+
+def test_buffer_size_has_one_meaning_in_every_method():
+    """buffer_size is an int (0: no buffer) or 'all' wherever it exists; 'none' is no longer a value."""
+    import dataclasses
+    import typing
+
+    from forgetless import methods
+    from forgetless.memory import BufferSize, buffer_capacity
+
+    assert buffer_capacity("all") is None and buffer_capacity(0) == 0 and buffer_capacity(7) == 7
+    holders = []
+    for name, spec in methods.METHODS.items():
+        hints = typing.get_type_hints(spec.cls.Config)
+        if "buffer_size" not in {f.name for f in dataclasses.fields(spec.cls.Config)}:
+            continue
+        holders.append(name)
+        assert hints["buffer_size"] == BufferSize, name
+        scenario = spec.cls.scenarios[-1]
+        info = synthetic_benchmark(scenario, n_tasks=2, per_class=5).info()
+        assert methods.resolve_config(name, info, {"buffer_size": "all"}).buffer_size == "all"
+        assert methods.resolve_config(name, info, {"buffer_size": "12"}).buffer_size == 12
+        with pytest.raises(ConfigError, match="buffer_size"):
+            methods.resolve_config(name, info, {"buffer_size": "none"})
+        with pytest.raises(ConfigError, match="buffer_size"):
+            methods.resolve_config(name, info, {"buffer_size": "-1"})
+    assert {"replay", "agem", "icarl", "ccgn", "dgmw", "spacenet-rehearsal"} <= set(holders)

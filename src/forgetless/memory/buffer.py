@@ -7,10 +7,21 @@ batch drawn from the buffer is transformed exactly like fresh data of its task.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..benchmarks.base import Split, union
 from ..metrics import tensor_bytes
+
+# The one rehearsal option every method shares: a number of stored samples (0: no buffer) or "all" (every
+# sample of every task: the "full replay" upper bound).
+BufferSize = int | Literal["all"]
+
+
+def buffer_capacity(size: BufferSize) -> int | None:
+    """``all`` -> None (unbounded), else the number of samples."""
+    return None if size == "all" else int(size)
 
 
 class EpisodicBuffer:

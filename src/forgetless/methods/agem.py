@@ -9,30 +9,28 @@ the memory does not increase to first order. The memory is only a constraint: it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from ..benchmarks.base import Task
+from ..config import option
 from ..errors import ConfigError
-from ..memory import EpisodicBuffer
+from ..memory import BufferSize, EpisodicBuffer, buffer_capacity
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
 from ..training.penalties import trainable
 from .base import register
 from .rehearsal import stored_sample_loss
-from .replay import buffer_capacity, check_buffer_size
 from .sequential import SequentialClassifier
 
 
 @dataclass
 class AGEMConfig(TrainConfig):
-    buffer_size: int | Literal["all"] = 1000  # van de Ven & Tolias' default budget (compare_all.py)
+    buffer_size: BufferSize = option(1000, ge=0)  # van de Ven & Tolias' default budget (compare_all.py)
     replay_batch_size: int | None = None  # reference batch; None: batch_size
 
     def validate(self) -> None:
         super().validate()
-        check_buffer_size(self.buffer_size)
         if self.replay_batch_size is not None and self.replay_batch_size < 1:
             raise ConfigError(f"replay_batch_size must be >= 1, got {self.replay_batch_size}")
 

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..benchmarks.base import BenchmarkInfo, Split, Task
+from ..config import option
 from ..errors import ConfigError, ForgetlessError, choices
-from ..memory.buffer import EpisodicBuffer
+from ..memory.buffer import BufferSize, EpisodicBuffer, buffer_capacity
 from ..memory.ccgn_generators import TaskGenerator, WGANConfig, per_task_counts
 from ..metrics import module_bytes, tensor_bytes
 from ..nn.gates import (
@@ -88,7 +89,7 @@ class CCGNConfig(TrainConfig):
     model_selection: bool = True  # keep the epoch with the best validation objective
     recalibrate_norms: bool = True  # re-estimate task t's batch-norm statistics at the end (docs/ccgn.md)
     memory: Literal["none", "episodic", "generative"] = "none"
-    buffer_size: int = 500
+    buffer_size: BufferSize = option(500, ge=0)
     task_hidden: int = 64
     rehearsal_size: int | None = None  # samples per rehearsal batch (None: batch_size; not given in the paper)
     task_grad: Literal["backbone", "classifier"] = "backbone"  # where the task loss's gradient may go
@@ -121,8 +122,8 @@ class CCGNConfig(TrainConfig):
             raise ConfigError(f"gate_lr_scale must be > 0, got {self.gate_lr_scale}")
         if self.gate_hidden < 1 or self.task_hidden < 1 or self.temperature <= 0:
             raise ConfigError("gate_hidden and task_hidden must be >= 1 and temperature > 0")
-        if self.memory == "episodic" and self.buffer_size < 1:
-            raise ConfigError(f"memory=episodic needs buffer_size >= 1, got {self.buffer_size}")
+        if self.memory == "episodic" and self.buffer_size == 0:
+            raise ConfigError("memory=episodic needs buffer_size >= 1 or all")
         if self.memory == "generative" and (self.gan_iterations < 1 or self.gan_critic_steps < 1):
             raise ConfigError("memory=generative needs gan_iterations >= 1 and gan_critic_steps >= 1")
         if self.rehearsal_size is not None and self.rehearsal_size < 1:
@@ -170,7 +171,7 @@ class CCGN(Method):
         self.class_il = info.scenario == "class"
         self.task_classifier = nn.Sequential(nn.Linear(info.n_tasks * width, cfg.task_hidden), nn.ReLU(),
                                              nn.Linear(cfg.task_hidden, info.n_tasks)) if self.class_il else None
-        self.buffer = EpisodicBuffer(cfg.buffer_size) if cfg.memory == "episodic" else None
+        self.buffer = EpisodicBuffer(buffer_capacity(cfg.buffer_size)) if cfg.memory == "episodic" else None
         self.generators = nn.ModuleList() if cfg.memory == "generative" else None
         self.transforms: list[Any] = []  # each task's input transform (fake samples become model inputs with it)
         self.relevance: list[list[torch.Tensor]] = []  # per task, per gated layer (Eq. 6)

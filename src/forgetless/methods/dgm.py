@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from ..benchmarks.base import Task
+from ..config import option
 from ..errors import ConfigError
-from ..memory import EpisodicBuffer, require_unit_interval
+from ..memory import BufferSize, EpisodicBuffer, buffer_capacity, require_unit_interval
 from ..memory.acgan import NORMS, ACDiscriminator, conditioned_noise
 from ..memory.plastic_generator import PlasticGenerator
 from ..memory.wgan_gp import critic_loss, generator_loss, gradient_penalty
@@ -74,7 +75,7 @@ class DGMConfig(TrainConfig):
     reinit_d: bool = True  # a fresh discriminator for every task (released cfg: reinit_D)
     image_size: int = 32  # paper: all images resized to 32 x 32
     real_ratio: float = 0.0  # Table 2's r
-    buffer_size: int | None = None  # Table 2's K
+    buffer_size: BufferSize = option(0, ge=0)  # Table 2's K (0: no real samples stored unless real_ratio > 0)
     replay_per_class: int | None = None  # None: the paper's N (average per class of the current task)
     grid_per_class: int = 8  # samples per class in the PNG grid written after each task
 
@@ -88,8 +89,6 @@ class DGMConfig(TrainConfig):
             raise ConfigError("lambda_ru and gp_weight must be >= 0")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ConfigError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
-        if self.buffer_size is not None and self.buffer_size < 0:
-            raise ConfigError(f"buffer_size must be >= 0 or none, got {self.buffer_size}")
         if self.image_size < 8 or self.image_size % 8:
             raise ConfigError(f"image_size must be a multiple of 8 (>= 8), got {self.image_size}")
         if self.image_size != 32:
@@ -130,13 +129,15 @@ class DGM(Method):
         self.channels = int(shape[0])
         self.generator = PlasticGenerator(self.mode, self.config.nz, self.config.ngf, self.channels)
         self.discriminator = self._new_discriminator()
-        self.buffer = EpisodicBuffer(self.config.buffer_size) if self._stores_real() else None
+        # with only r set (buffer_size 0) every task keeps the fraction r of its samples: no cap
+        capacity = None if self.config.buffer_size == 0 else buffer_capacity(self.config.buffer_size)
+        self.buffer = EpisodicBuffer(capacity) if self._stores_real() else None
         self.label_task: dict[int, int] = {}  # global label -> generator task
         self.seen: list[int] = []
         self.initial_size = self.generator.n_params()
 
     def _stores_real(self) -> bool:
-        return self.config.buffer_size is not None or self.config.real_ratio > 0
+        return self.config.buffer_size != 0 or self.config.real_ratio > 0
 
     def _new_discriminator(self) -> ACDiscriminator:
         return ACDiscriminator(self.channels, self.info.n_outputs, self.config.ndf, self.config.image_size,
@@ -254,7 +255,7 @@ class DGM(Method):
                   file=sys.stderr)
         if self.buffer is not None:
             kept = task.train
-            if self.config.buffer_size is None:  # only r: keep the fraction r of the task's samples
+            if self.config.buffer_size == 0:  # only r: keep the fraction r of the task's samples
                 n_keep = math.ceil(self.config.real_ratio * len(task.train))
                 kept = task.train.subset(torch.randperm(len(task.train), generator=ctx.generator)[:n_keep])
             self.buffer.add_task(kept, t, ctx.generator)

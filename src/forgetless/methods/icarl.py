@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ..benchmarks.base import Task, union
+from ..config import option
 from ..errors import ConfigError
-from ..memory import EpisodicBuffer
+from ..memory import BufferSize, EpisodicBuffer, buffer_capacity
 from ..memory.herding import class_balanced_order
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig, label_mask
@@ -33,15 +34,15 @@ FEATURE_BATCH = 1024
 
 @dataclass
 class ICaRLConfig(TrainConfig):
-    buffer_size: int = 2000  # van de Ven & Tolias (2019), Table 4: "iCaRL (budget = 2000)"
+    buffer_size: BufferSize = option(2000, ge=0)  # van de Ven & Tolias (2019), Table 4: "iCaRL (budget = 2000)"
     selection: Literal["herding", "random"] = "herding"
     temperature: float = 2.0  # divides the previous model's scores before the sigmoid (1: Rebuffi et al.)
     nme: bool = True  # classify by the nearest mean of exemplars
 
     def validate(self) -> None:
         super().validate()
-        if self.buffer_size < 1:
-            raise ConfigError(f"buffer_size must be >= 1, got {self.buffer_size}")
+        if self.buffer_size == 0:
+            raise ConfigError("icarl needs exemplars: buffer_size must be >= 1 or all")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
 
@@ -55,7 +56,7 @@ class ICaRL(SequentialClassifier):
 
     def __init__(self, info, config=None, backbone=None) -> None:
         super().__init__(info, config, backbone)
-        self.buffer = EpisodicBuffer(self.config.buffer_size)
+        self.buffer = EpisodicBuffer(buffer_capacity(self.config.buffer_size))
         self.teacher = None  # the model before the current task, only while training
         self.register_buffer("class_means", None)  # (outputs x features), L2-normalised
         self.register_buffer("has_mean", torch.zeros(info.n_outputs, dtype=torch.bool))

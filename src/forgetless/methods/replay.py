@@ -10,35 +10,24 @@ Drawing a batch costs the same whatever the buffer holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from ..benchmarks.base import Task
+from ..config import option
 from ..errors import ConfigError
-from ..memory import EpisodicBuffer
+from ..memory import BufferSize, EpisodicBuffer, buffer_capacity
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
 from .base import register
 from .rehearsal import WeightedReplayClassifier, stored_sample_loss
 
 
-def buffer_capacity(size: int | str) -> int | None:
-    """``all`` -> None (unbounded), else the number of samples."""
-    return None if size == "all" else int(size)
-
-
-def check_buffer_size(size: int | str) -> None:
-    if size != "all" and (not isinstance(size, int) or size < 0):
-        raise ConfigError(f"buffer_size must be a number of samples >= 0 or 'all', got {size!r}")
-
-
 @dataclass
 class ReplayConfig(TrainConfig):
-    buffer_size: int | Literal["all"] = 1000  # van de Ven & Tolias' default budget (compare_all.py)
+    buffer_size: BufferSize = option(1000, ge=0)  # van de Ven & Tolias' default budget (compare_all.py)
     replay_batch_size: int | None = None  # None: batch_size
 
     def validate(self) -> None:
         super().validate()
-        check_buffer_size(self.buffer_size)
         if self.replay_batch_size is not None and self.replay_batch_size < 1:
             raise ConfigError(f"replay_batch_size must be >= 1, got {self.replay_batch_size}")
 

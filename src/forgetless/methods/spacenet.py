@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..benchmarks.base import BenchmarkInfo, Split, Task, union
+from ..config import option
 from ..errors import ConfigError
-from ..memory.buffer import EpisodicBuffer
+from ..memory.buffer import BufferSize, EpisodicBuffer, buffer_capacity
 from ..nn.backbones import feature_width
 from ..nn.sparse import SparseConv2d, SparseNetwork
 from ..training import Context, TrainConfig, config_optimizer, label_mask, masked_logits
@@ -86,8 +87,8 @@ class SpaceNetConfig(SparseCLConfig):
 @dataclass
 class SpaceNetRehearsalConfig(SpaceNetConfig):
     # "the old tasks data are repeated during learning new tasks": each task trains on its own data plus
-    # every stored sample of the old tasks (None keeps all of them; an int caps the buffer at C/t per task)
-    buffer_size: int | None = None
+    # every stored sample of the old tasks ("all" keeps all of them; an int caps the buffer at C/t per task)
+    buffer_size: BufferSize = option("all", ge=0)
     # not given for this experiment; lr 0.01 for 4 epochs leaves even dense joint training below the
     # paper's 95.08, so the rate of the paper's other SGD setting (Sec. 5.3) is used (docs/spacenet.md)
     lr: float = 0.1
@@ -97,8 +98,8 @@ class SpaceNetRehearsalConfig(SpaceNetConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.buffer_size is not None and self.buffer_size < 1:
-            raise ConfigError(f"buffer_size must be >= 1 (or none for all old data), got {self.buffer_size}")
+        if self.buffer_size == 0:
+            raise ConfigError("spacenet-rehearsal needs old data: buffer_size must be >= 1 or all (spacenet: none)")
 
 
 def _cnn_defaults() -> dict[str, Any]:
@@ -347,7 +348,7 @@ class SpaceNetRehearsal(SpaceNet):
 
     def __init__(self, info: BenchmarkInfo, config: Any = None, backbone=None) -> None:
         super().__init__(info, config, backbone)
-        self.buffer = EpisodicBuffer(self.config.buffer_size)
+        self.buffer = EpisodicBuffer(buffer_capacity(self.config.buffer_size))
 
     def training_split(self, task: Task, ctx: Context) -> Split:
         if not len(self.buffer):
