@@ -1,4 +1,4 @@
-"""Table-1-like view of a domain-chain reproduction (``forgetless reproduce configs/masks-domain-chain.yaml``):
+"""Table-1-like view of a domain-chain reproduction (``forgetless reproduce masks-domain-chain``):
 rows are the tasks, columns the methods (mean ± std of the final accuracy over seeds), then the mean over the
 new tasks, the decathlon score S of those tasks (Eq. 4, baseline errors: the ``individual`` column) and
 "# Params". Not a benchmark (``run_bench.py`` only runs ``bench_*.py``).

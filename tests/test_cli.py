@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -153,3 +154,18 @@ def test_console_entry_point_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "forgetless", "run", "-m", "x", "-b", "split-digits"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("forgetless: error: unknown method 'x'")
+
+
+def test_reproduction_configs_ship_inside_the_package():
+    """Configs are package data: found by name next to the installed module, declared for the wheel."""
+    import tomllib
+
+    from forgetless import reproduce
+
+    assert reproduce.CONFIG_DIR.parent == Path(reproduce.__file__).resolve().parent
+    names = sorted(p.stem for p in reproduce.CONFIG_DIR.glob("*.yaml"))
+    assert "spacenet-table2" in names and len(names) >= 18
+    assert reproduce.find_config("spacenet-table2") == reproduce.CONFIG_DIR / "spacenet-table2.yaml"
+    assert reproduce.find_config("configs/spacenet-table2.yaml") == reproduce.CONFIG_DIR / "spacenet-table2.yaml"
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "configs/*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["forgetless"]

@@ -3,8 +3,6 @@ per-task reproduction metrics."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from forgetless import reproduce, runner
@@ -12,7 +10,7 @@ from forgetless.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted(reproduce.CONFIG_DIR.glob("*.yaml"))
 MASK_CONFIGS = [p for p in CONFIGS if p.stem.startswith(("masks-", "mancini2018-"))]
 
 

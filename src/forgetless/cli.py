@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--jobs", "-j", type=int, default=1, help="runs in parallel processes")
 
     rep = sub.add_parser("reproduce", help="run a published table and show ours beside the paper's")
-    rep.add_argument("config", help="a YAML path or the name of a file in configs/")
+    rep.add_argument("config", help="a YAML path or a config name (see 'forgetless list configs')")
     rep.add_argument("--out", "-o", type=Path)
     rep.add_argument("--seeds", help="override the config's seeds, e.g. 0 or 0,1,2")
     rep.add_argument("--only", help="run only rows whose label contains this text (an exact label: that row alone)")

@@ -38,12 +38,15 @@ from .errors import ConfigError
 PERCENT_METRICS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"}
 OTHER_METRICS = {"macs_per_sample", "final_mse"}
 ROW_KEYS = {"label", "method", "benchmark", "scenario", "set", "bench", "paper", "metric", "seeds", "note"}
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# package data: found by name from a source checkout and from an installed wheel alike
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def find_config(name: str) -> Path:
-    """A path, or the name of a file in the repository's ``configs/`` (with or without .yaml)."""
-    for candidate in (Path(name), CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+    """A path, or the name of one of the package's configs (``forgetless list configs``; with or without .yaml;
+    ``configs/NAME.yaml``, the path in a source checkout before configs became package data, also works)."""
+    base = Path(name).name
+    for candidate in (Path(name), CONFIG_DIR / base, CONFIG_DIR / f"{base}.yaml"):
         if candidate.is_file():
             return candidate
     available = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []

@@ -22,7 +22,7 @@ with task-uniform batches (only the task-level loss sees replayed samples; heads
 Defaults: Table 4 of the supplementary (SGD momentum 0.9, weight decay 5e-4, gradient clipping 1; batch 256,
 lr 0.01, lambda_s 0.5 for MNIST/SVHN; batch 64, lr 0.1, lambda_s 1 for CIFAR-10/ImageNet-50). The paper's
 epochs (400/800/200) and WGAN iterations (2e5) are far beyond a CPU: the defaults here are a CPU budget
-(docs/ccgn.md), the paper's values are in configs/ccgn-*.yaml.
+(docs/ccgn.md), the paper's values are in src/forgetless/configs/ccgn-*.yaml.
 """
 
 from __future__ import annotations
