@@ -165,9 +165,10 @@ class TransferMethod(Method):
         net.train()
         params = list(net.parameters()) + list(self.heads.heads[0].parameters())
         optimizer = make_optimizer(params, "sgd", cfg.pretrain_lr, cfg.momentum, cfg.weight_decay, fused=True)
-        fit(ctx, task.train, [optimizer], lambda b: self.task_loss(net, b, 0), cfg.pretrain_batch_size,
-            cfg.pretrain_epochs, cfg.pretrain_iterations, cfg.pretrain_decay_at, 0.1, grad_clip=cfg.grad_clip,
-            desc="pretrain")
+        fit(ctx, ctx.batches(task.train, cfg.pretrain_batch_size, epochs=cfg.pretrain_epochs,
+                             iterations=cfg.pretrain_iterations, desc="pretrain"),
+            [optimizer], lambda b: self.task_loss(net, b, 0), cfg.pretrain_decay_at, 0.1, grad_clip=cfg.grad_clip,
+            phase="pretrain")
 
     def after_pretrain(self, task: Task, ctx: Context) -> None:
         """Hook after the pretraining (PackNet prunes here)."""
@@ -194,9 +195,9 @@ class TransferMethod(Method):
                                 cfg.momentum, cfg.weight_decay, fused=True)
         if epochs is None and iterations is None:
             epochs, iterations = cfg.epochs, cfg.iterations
-        fit(ctx, task.train, [body, head], lambda b: self.task_loss(net, b, t), cfg.batch_size, epochs or 1,
-            iterations, cfg.decay_at if decay_at is None else decay_at, cfg.decay_factor, before_step=before_step,
-            grad_clip=cfg.grad_clip, desc=desc)
+        fit(ctx, ctx.batches(task.train, cfg.batch_size, epochs=epochs or 1, iterations=iterations, desc=desc),
+            [body, head], lambda b: self.task_loss(net, b, t), cfg.decay_at if decay_at is None else decay_at,
+            cfg.decay_factor, before_step=before_step, grad_clip=cfg.grad_clip, phase=desc)
 
     def start_task_norm(self, task_id: int) -> list[nn.Parameter]:
         """Give ``task_id`` its own batch norm, started from the pretrained one; returns its parameters."""

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..benchmarks.base import Task
-from ..training import Batch, Context, config_optimizer, label_mask, masked_logits
+from ..training import Batch, Context, config_optimizer, fit, label_mask, masked_logits
 from .base import Method
 
 
@@ -47,7 +47,8 @@ class SequentialClassifier(Method):
         return None
 
     def before_step(self, batch: Batch, task: Task, ctx: Context) -> None:
-        """Called after the backward pass, before the optimiser step (e.g. project the gradient, as A-GEM)."""
+        """Called after the backward pass, before gradient clipping and the optimiser step (e.g. project the
+        gradient, as A-GEM)."""
 
     def after_step(self, batch: Batch, task: Task, ctx: Context) -> None:
         """Called after each optimiser step (e.g. accumulate a path integral)."""
@@ -70,20 +71,17 @@ class SequentialClassifier(Method):
         keep = self.active_mask(ctx.task_index, ctx.device)
         params = self.trained_parameters()
         optimizer = config_optimizer(params, cfg)
-        for batch in self.training_batches(task, ctx):
+
+        def loss_fn(batch: Batch):
             logits = self(batch.x)
             loss = self.task_loss(logits, batch.y, keep)
             extra = self.extra_loss(batch, logits, task, ctx)
             total = loss if extra is None else loss + extra
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.before_step(batch, task, ctx)
-            optimizer.step()
-            self.after_step(batch, task, ctx)
-            if ctx.should_log(batch):
-                ctx.log(step=batch.step, epoch=batch.epoch, loss=loss, total_loss=total)
+            return total, {"loss": loss, "total_loss": total}
+
+        fit(ctx, self.training_batches(task, ctx), [optimizer], loss_fn,
+            before_step=lambda batch: self.before_step(batch, task, ctx),
+            after_step=lambda batch: self.after_step(batch, task, ctx), grad_clip=cfg.grad_clip)
         self.after_task(task, ctx)
         self.tasks_learned += 1
 
