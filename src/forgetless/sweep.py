@@ -247,8 +247,11 @@ def _start_ray(ray, address: str | None, quiet: bool) -> bool:
     if ray.is_initialized():
         return False
     # a local Ray gets this machine's cores; the dashboard and worker logs only cost startup time and noise
-    ray.init(address=address, include_dashboard=False, log_to_driver=not quiet, ignore_reinit_error=True,
-             logging_level=logging.WARNING)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet, ignore_reinit_error=True,
+                 logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:  # e.g. --address auto with no cluster running
+        raise ConfigError(f"--address {address or '(local)'}: cannot start or join Ray ({_reason(exc)})") from None
     return True
 
 
