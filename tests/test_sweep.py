@@ -65,7 +65,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
     assert summary["methods"]["ewc"]["n_runs"] == 0
     assert "no_such_key" in summary["methods"]["ewc"]["failed"][0]["error"]
     table = (out / "table.md").read_text()
-    assert "| ewc (all 1 runs failed) | failed |" in table and "| finetune | " in table
+    assert "| ewc (1 of 1 runs failed) | failed |" in table and "| finetune | " in table
     err = capsys.readouterr().err  # one line per finished run without a terminal
     assert "] finetune seed 0: final accuracy " in err and "] ewc seed 0: FAILED: " in err
 
@@ -119,7 +119,7 @@ def test_ray_reports_a_run_that_always_dies_and_finishes_the_others(local_ray, t
     summary = json.loads((out / "summary.json").read_text())
     assert summary["methods"]["finetune"]["n_runs"] == 1
     assert "worker died, retried once" in summary["methods"]["ewc"]["failed"][0]["error"]
-    assert "| ewc (all 1 runs failed) | failed |" in (out / "table.md").read_text()
+    assert "| ewc (1 of 1 runs failed) | failed |" in (out / "table.md").read_text()
 
 
 def test_reproduce_on_ray_from_the_command_line(local_ray, tmp_path, capsys):

@@ -94,12 +94,12 @@ def table_markdown(benchmark: str, scenario: str, seeds: list[int], by_method: d
     ]
     for m, rs in by_method.items():
         n_failed = len((failed or {}).get(m, []))
-        if n_failed and not rs:
-            lines.append(f"| {m} (all {n_failed} runs failed) | " + " | ".join(["failed"] * 6) + " |")
+        name = f"{m} ({n_failed} of {n_failed + len(rs)} runs failed)" if n_failed else m
+        if not rs and n_failed:
+            lines.append(f"| {name} | " + " | ".join(["failed"] * 6) + " |")
             continue
         cells = [fmt([r.get(k) for r in rs]) for k in
                  ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy")]
         secs = mean_std([r["time"]["train_seconds"] for r in rs])[0]
-        name = f"{m} ({n_failed} of {n_failed + len(rs)} runs failed)" if n_failed else m
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {secs:.1f} |")
     return "\n".join(lines) + "\n"
