@@ -36,6 +36,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
 
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    """How compare/reproduce run their runs (see forgetless.sweep)."""
+    p.add_argument("--jobs", "-j", type=int, default=1, help="local backend: runs in parallel processes (default 1)")
+    p.add_argument("--backend", default="local", help="local | ray (default: local)")
+    p.add_argument("--address", help="ray: a running cluster ('auto' or ray://host:port); default: a local Ray")
+    p.add_argument("--cpus-per-run", type=int, default=1, help="ray: CPUs each run asks for (default 1)")
+    p.add_argument("--gpus-per-run", type=int,
+                   help="ray: GPUs each run asks for (default: 1 with --device cuda, else 0)")
+
+
+def _sweep(args) -> dict[str, Any]:
+    from .sweep import check_options, import_ray
+
+    check_options(args.jobs, args.backend, args.cpus_per_run, args.gpus_per_run)
+    if args.backend == "ray":
+        import_ray()  # a missing Ray is a one-line error before anything runs
+    return {"backend": args.backend, "address": args.address, "cpus_per_run": args.cpus_per_run,
+            "gpus_per_run": args.gpus_per_run}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="forgetless", description="Continual learning without forgetting.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -55,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cmp_)
     cmp_.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     cmp_.add_argument("--out", "-o", type=Path, required=True)
-    cmp_.add_argument("--jobs", "-j", type=int, default=1, help="runs in parallel processes")
+    _sweep_options(cmp_)
 
     rep = sub.add_parser("reproduce", help="run a published table and show ours beside the paper's")
     rep.add_argument("config", help="a YAML path or a config name (see 'forgetless list configs')")
@@ -66,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--bench", action="append", metavar="KEY=VALUE", help="benchmark override for every row")
     rep.add_argument("--data-dir")
     rep.add_argument("--device", default="auto")
-    rep.add_argument("--jobs", "-j", type=int, default=1)
+    _sweep_options(rep)
     rep.add_argument("--dry-run", action="store_true", help="print the commands only")
     rep.add_argument("--collect", action="store_true",
                      help="train nothing: tabulate the runs already finished under --out")
@@ -150,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             method_cfg, bench_cfg = _overrides(args)
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
             compare(args.benchmark, methods, _seeds(args.seeds), args.out, scenario=args.scenario, config=method_cfg,
-                    bench_options=bench_cfg, workers=args.jobs, overwrite=args.overwrite, device=args.device,
-                    data_root=args.data_dir, quiet=args.quiet)
+                    bench_options=bench_cfg, workers=args.jobs, sweep=_sweep(args), overwrite=args.overwrite,
+                    device=args.device, data_root=args.data_dir, quiet=args.quiet)
             print(f"written: {args.out}/table.md, summary.json, accuracy_matrices.png, accuracy_curves.png")
             return 0
         if args.command == "reproduce":
@@ -159,13 +179,12 @@ def main(argv: list[str] | None = None) -> int:
 
             reproduce(args.config, out=args.out, seeds=_seeds(args.seeds) if args.seeds else None, only=args.only,
                       overrides=parse_kv(args.set_, "--set"), bench_overrides=parse_kv(args.bench, "--bench"),
-                      dry_run=args.dry_run, collect=args.collect, workers=args.jobs, device=args.device,
-                      data_root=args.data_dir,
-                      quiet=args.quiet)
+                      dry_run=args.dry_run, collect=args.collect, workers=args.jobs, sweep=_sweep(args),
+                      device=args.device, data_root=args.data_dir, quiet=args.quiet)
             return 0
     except ForgetlessError as exc:
         print(f"forgetless: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(exc, "exit_code", EXIT_USAGE)  # RunsFailedError: 1 unless every failure was bad input
     except KeyboardInterrupt:
         print("forgetless: interrupted (finished tasks are checkpointed; rerun with --resume)", file=sys.stderr)
         return 130

@@ -32,8 +32,9 @@ from typing import Any
 import yaml
 
 from . import fileio
-from .compare import finished_run, mean_std, run_many
+from .compare import mean_std
 from .errors import ConfigError
+from .sweep import RunsFailedError, finished_run, is_failure, run_many
 
 PERCENT_METRICS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"}
 OTHER_METRICS = {"macs_per_sample", "final_mse"}
@@ -133,17 +134,20 @@ def _select_rows(rows: list[dict[str, Any]], only: str | None) -> list[dict[str,
 
 def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None = None, only: str | None = None,
               overrides: dict[str, Any] | None = None, bench_overrides: dict[str, Any] | None = None,
-              dry_run: bool = False, workers: int = 1, collect: bool = False, **run_kwargs: Any) -> dict[str, Any]:
+              dry_run: bool = False, workers: int = 1, collect: bool = False, sweep: dict[str, Any] | None = None,
+              **run_kwargs: Any) -> dict[str, Any]:
     """Run the config's rows (finished runs are reused, partial ones resumed) and tabulate ours beside the
     paper's. ``collect``: train nothing, tabulate the runs already finished under ``out`` (e.g. while the
-    rest of the table is still running elsewhere); the seeds column then counts the finished runs."""
+    rest of the table is still running elsewhere); the seeds column then counts the finished runs.
+    ``sweep``: options of :func:`sweep.run_many`; failed runs are marked in the table and reproduce.json,
+    then :class:`sweep.RunsFailedError` is raised."""
     path = find_config(name)
     conf = load_config(path)
     out = Path(out) if out is not None else Path("runs") / "reproduce" / path.stem
     rows = _select_rows(conf["rows"], only)
     if not rows:
         raise ConfigError(f"--only {only!r} matches no row; rows: {', '.join(r['label'] for r in conf['rows'])}")
-    jobs, owners = [], []
+    jobs, owners, labels = [], [], []
     for row in rows:
         row["set"] = {**row["set"], **(overrides or {})}
         row["bench"] = {**row["bench"], **(bench_overrides or {})}
@@ -155,13 +159,20 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
             jobs.append(dict(method=row["method"], benchmark=row["benchmark"], scenario=row["scenario"], seed=s,
                              config=row["set"], bench_options=row["bench"], out=run_out, **run_kwargs))
             owners.append(row)
+            labels.append(f"{row['label']} seed {s}")
     if dry_run:
         for row in rows:
             print("\n".join(row["commands"]))
         return {"rows": rows}
-    results = [finished_run(j["out"]) for j in jobs] if collect else run_many(jobs, workers)
+    results = ([finished_run(j["out"]) for j in jobs] if collect
+               else run_many(jobs, workers, labels=labels, **(sweep or {})))
+    failures = []
     for row in rows:
-        row["results"] = [r for r, o in zip(results, owners, strict=True) if o is row and r is not None]
+        mine = [r for r, o in zip(results, owners, strict=True) if o is row and r is not None]
+        row["results"] = [r for r in mine if not is_failure(r)]
+        if failed := [r for r in mine if is_failure(r)]:  # the key is absent when every run finished
+            row["failed"] = [{k: f[k] for k in ("seed", "out", "error")} for f in failed]
+            failures += failed
         values = [_metric_value(r, row["metric"]) for r in row["results"]]
         row["ours"] = mean_std([v for v in values if v is not None])
         row["ours_values"] = values
@@ -171,6 +182,8 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
         "config": str(path), "title": conf.get("title"), "rows": [
             {k: v for k, v in r.items() if k != "results"} for r in rows]})
     print(table)
+    if failures:
+        raise RunsFailedError(failures, len(jobs))
     return {"rows": rows, "table": table}
 
 
@@ -198,8 +211,10 @@ def table_markdown(conf: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         paper = "–" if pm is None else (f"{pm:.2f}" + (f" ± {ps:.2f}" if ps is not None else ""))
         m, s = row["ours"]
         spread = f" ± {s * scale:.2f}" if len(row["results"]) > 1 else ""
-        ours = "n/a" if math.isnan(m) else f"{m * scale:.2f}{spread}"
+        n_failed = len(row.get("failed", []))
+        ours = ("failed" if n_failed else "n/a") if math.isnan(m) else f"{m * scale:.2f}{spread}"
         diff = "–" if pm is None or math.isnan(m) else f"{m * scale - pm:+.2f}"
-        lines.append(f"| {row['label']} | {row['metric']} | {paper} | {ours} | {diff} | {len(row['results'])} | "
+        n_seeds = f"{len(row['results'])} ({n_failed} failed)" if n_failed else str(len(row["results"]))
+        lines.append(f"| {row['label']} | {row['metric']} | {paper} | {ours} | {diff} | {n_seeds} | "
                      f"`{row['commands'][0]}` |")
     return "\n".join(lines) + "\n"
