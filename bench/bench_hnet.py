@@ -1,6 +1,6 @@
 """Hypernetwork speed (von Oswald et al., 2020): the cost of one ``hnet`` training step in the split MNIST
 setting (chunked hypernetwork of 465,192 weights + embeddings generating a 784-400-400-10 MLP, output
-regulariser with lookahead over 4 past tasks) against one plain Adam step of that MLP, plus whole runs
+regularizer with lookahead over 4 past tasks) against one plain Adam step of that MLP, plus whole runs
 of hnet / hnet-r / hnet-tir against finetune (time per task).
 
 The authors' library (hypnettorch) is timed on the same step by ``hnet_reference.py step``. Here both steps use the

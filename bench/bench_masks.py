@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from forgetless.nn import backbones
 from forgetless.nn.masks import init_scores, mask_layers
 from forgetless.nn.masks.binarize import PIGGYBACK_INIT, PIGGYBACK_THRESHOLD
-from forgetless.nn.taskwise import freeze_norm_statistics, select_task
+from forgetless.nn.norm_statistics import freeze_norm_statistics
+from forgetless.nn.taskwise import select_task
 
 from common import time_run, timed
 

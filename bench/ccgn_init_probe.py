@@ -28,7 +28,7 @@ def plain_network(init: str, seed: int):
     torch.manual_seed(seed)
     net, head = SimpleCNN((1, 28, 28)), torch.nn.Linear(100, 2)
     for conv in (net.conv1, net.conv2, net.conv3):
-        GatedKernels([conv]).reinitialise(init=init)
+        GatedKernels([conv]).reinitialize(init=init)
     params = [*net.parameters(), *head.parameters()]
     return net, head, params, torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
 

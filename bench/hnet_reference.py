@@ -4,13 +4,13 @@ Two measurements, both in the split-MNIST setting of Appendix C (chunked hyperne
 42,000, task and chunk embeddings of 96, target MLP 784-400-400-10, beta 0.01, Adam 1e-3, batch 128):
 
 ``ent``: HNET+ENT in class-IL (S-CL3 of Table 1) built from hypnettorch's ``ChunkedHMLP``, ``MLP`` and its
-  regulariser (``calc_fix_target_reg`` with the ``calc_delta_theta`` lookahead), trained exactly as the
+  regularizer (``calc_fix_target_reg`` with the ``calc_delta_theta`` lookahead), trained exactly as the
   authors' ``train_splitMNIST.py`` does (fresh Adam per task for the hypernetwork and for the task embedding,
   2000 iterations per task, each task on its own two output units, Xavier-uniform weights and zero biases as
   their ``generate_classifier``), on forgetless's own split-MNIST tensors (``val_fraction=0``), and evaluated
   by lowest entropy over each task's own units. Compare with
   ``forgetless run --method hnet --benchmark split-mnist --scenario class --seed S --bench val_fraction=0.0``.
-``step``: the time of one hypnettorch training step (task 5, regulariser over 4 past tasks) against one plain
+``step``: the time of one hypnettorch training step (task 5, regularizer over 4 past tasks) against one plain
   Adam step of the same MLP, measured as ``bench_hnet.py`` measures forgetless's step, then forgetless's own.
 
 hypnettorch is not installed by ``make setup``; it is a pure-Python wheel whose dependencies forgetless

@@ -311,13 +311,13 @@ def test_kernel_init_reinitialises_only_the_given_rows():
     before = conv.weight.detach().clone()
     rows = torch.zeros(64, dtype=torch.bool)
     rows[:48] = True
-    kernels.reinitialise(rows, "kaiming")
+    kernels.reinitialize(rows, "kaiming")
     assert torch.equal(conv.weight[~rows], before[~rows]) and not torch.equal(conv.weight[rows], before[rows])
     assert torch.all(conv.bias[rows] == 0)
     fan_in = 64 * 9  # He et al.: std sqrt(2 / fan_in); 48 x 576 draws
     assert conv.weight[rows].std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
     with pytest.raises(ValueError, match="kaiming"):
-        kernels.reinitialise(rows, "xavier")
+        kernels.reinitialize(rows, "xavier")
     bench = synthetic_benchmark("task", n_tasks=2, shape=(1, 8, 8))
     with pytest.raises(ConfigError, match="kernel_init"):
         _ccgn(bench, kernel_init="xavier")

@@ -99,7 +99,7 @@ def test_reserved_weights_get_no_gradient(mode):
     gen.begin_task()
     z = conditioned_noise(torch.tensor([0, 1, 2, 3]), 6, 3)
     out = gen(z, 1, s=50.0)
-    (out.square().mean() + gen.regulariser(50.0)).backward()
+    (out.square().mean() + gen.regularizer(50.0)).backward()
     gen.block_gradients()
     for k, w in enumerate(gen.weights):
         factor = gen._factors[k]

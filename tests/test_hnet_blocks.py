@@ -1,4 +1,4 @@
-"""Building blocks of the hypernetwork methods: hypernetworks, functional targets, the Eq. 2 regulariser."""
+"""Building blocks of the hypernetwork methods: hypernetworks, functional targets, the Eq. 2 regularizer."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_batchnorm_statistics_are_checkpointed_per_task():
     assert target.buffer_bytes() > 0
 
 
-# -------------------------------------------------------------------------------------------- regulariser
+# -------------------------------------------------------------------------------------------- regularizer
 
 def _hnets():
     return [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -260,7 +262,7 @@ def test_bad_options_are_one_line_config_errors():
 
 
 def test_toy_regression_regulariser_prevents_forgetting():
-    """Fig. 2 on a short budget: the first two fits survive the cubic with the output regulariser and are
+    """Fig. 2 on a short budget: the first two fits survive the cubic with the output regularizer and are
     destroyed without it (the paper's 4000 iterations give the docs' figure)."""
     mse = {}
     for beta in (0.005, 0.0):
@@ -271,8 +273,9 @@ def test_toy_regression_regulariser_prevents_forgetting():
     assert mse[0.0][2] < 0.2  # the last task is learned either way
 
 
-def test_toy_plot_is_written(tmp_path):
-    from forgetless.hnet_toy import plot
+def test_toy_plot_is_written(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    from hnet_toy_figure import plot
 
     fits = plot(tmp_path / "toy.png", iterations=20)
     assert (tmp_path / "toy.png").stat().st_size > 10_000

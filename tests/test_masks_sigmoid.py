@@ -1,5 +1,5 @@
 """HAT-style sigmoid masks: annealing, compensation, clamping, cumulated masks, gradient blocking, the
-sparsity regulariser and HAT unit masking of a sequential network."""
+sparsity regularizer and HAT unit masking of a sequential network."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from forgetless.nn.masks import (
     compensate_embedding_grad_,
     cumulative_max,
     set_scale,
-    sparsity_regulariser,
+    sparsity_regularizer,
     unit_gradient_factors,
     unit_weight_mask,
     wrap_units,
@@ -90,12 +90,12 @@ def test_block_gradients_multiplies_by_one_minus_cumulated():
 
 def test_sparsity_regulariser_penalises_only_free_units():
     m1, m2 = torch.tensor([1.0, 0.5]), torch.tensor([0.2, 0.2, 1.0])
-    assert float(sparsity_regulariser([m1, m2])) == pytest.approx((1.5 + 1.4) / 5)
+    assert float(sparsity_regularizer([m1, m2])) == pytest.approx((1.5 + 1.4) / 5)
     p1, p2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0, 1.0])
     # units already used (p = 1) are free to reuse: numerator 0.5 + 0.2, denominator 1 + 1
-    assert float(sparsity_regulariser([m1, m2], [p1, p2])) == pytest.approx(0.7 / 2)
+    assert float(sparsity_regularizer([m1, m2], [p1, p2])) == pytest.approx(0.7 / 2)
     m = torch.tensor([0.3, 0.6], requires_grad=True)
-    sparsity_regulariser([m], [torch.tensor([1.0, 0.0])]).backward()
+    sparsity_regularizer([m], [torch.tensor([1.0, 0.0])]).backward()
     assert m.grad.tolist() == [0.0, 1.0]
 
 

@@ -16,7 +16,7 @@ from . import fileio
 from .errors import ConfigError
 from .sweep import RunsFailedError, finished_run, is_failure, run_many
 
-__all__ = ["compare", "finished_run", "fmt", "mean_std", "run_many", "summarise", "table_markdown"]
+__all__ = ["compare", "finished_run", "fmt", "mean_std", "run_many", "summarize", "table_markdown"]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -56,7 +56,7 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     table = table_markdown(benchmark, scenario, seeds, by_method, failed)
     fileio.write_text(out / "table.md", table)
     summary = {"benchmark": benchmark, "scenario": scenario, "seeds": seeds,
-               "methods": {m: summarise(rs, failed[m]) for m, rs in by_method.items()}}
+               "methods": {m: summarize(rs, failed[m]) for m, rs in by_method.items()}}
     fileio.write_json(out / "summary.json", summary)
     if plots and (plotted := {m: rs for m, rs in by_method.items() if rs}):
         from . import plots as plotting
@@ -69,7 +69,7 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     return summary
 
 
-def summarise(results: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def summarize(results: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     keys = ["final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"]
     out: dict[str, Any] = {}
     for k in keys:

@@ -1,8 +1,8 @@
 """Memories of past tasks: episodic buffers and generative models (VAE, WGAN-GP pieces)."""
 
 from .buffer import BufferSize, EpisodicBuffer, buffer_capacity
-from .vae import VAE, Decoder, Encoder, reparameterise, require_unit_interval, vae_loss
+from .vae import VAE, Decoder, Encoder, reparameterize, require_unit_interval, vae_loss
 from .wgan_gp import critic_loss, generator_loss, gradient_penalty
 
 __all__ = ["VAE", "BufferSize", "Decoder", "Encoder", "EpisodicBuffer", "buffer_capacity", "critic_loss",
-           "generator_loss", "gradient_penalty", "reparameterise", "require_unit_interval", "vae_loss"]
+           "generator_loss", "gradient_penalty", "reparameterize", "require_unit_interval", "vae_loss"]

@@ -3,7 +3,7 @@
 
 The encoder is a plain :class:`~forgetless.memory.vae.Encoder` trained on each task as it comes (it is only
 needed while learning). The decoder is an unmodified :class:`~forgetless.memory.vae.Decoder` run with weights
-generated from the task's embedding (``TargetNetwork``), so it is protected by the output regulariser of
+generated from the task's embedding (``TargetNetwork``), so it is protected by the output regularizer of
 Eq. 2 instead of by replaying its own samples. The decoder input is the latent code concatenated with a
 fixed per-task condition vector: a draw from N(0, I) (Appendix C: "a sample from a standard multivariate
 normal of dimension 100 ... constant throughout the experiment and not learned") or a one-hot code.
@@ -24,7 +24,7 @@ from ..benchmarks.base import Split
 from ..errors import ConfigError
 from ..nn.hnet import OutputRegularizer, TargetNetwork
 from ..nn.hnet import build as build_hnet
-from .vae import Decoder, Encoder, reparameterise, vae_loss
+from .vae import Decoder, Encoder, reparameterize, vae_loss
 
 
 class HnetVAE(nn.Module):
@@ -82,7 +82,7 @@ class HnetVAE(nn.Module):
         for batch in ctx.batches(data, batch_size, epochs=epochs, iterations=iterations, desc="replay model"):
             x = batch.x
             mu, logvar = self.encoder(x)
-            z = torch.cat([reparameterise(mu, logvar), cond.expand(len(x), -1)], dim=1)
+            z = torch.cat([reparameterize(mu, logvar), cond.expand(len(x), -1)], dim=1)
             logits = self.decoder(z, self.hnet(emb, truncate=False))
             loss = vae_loss(logits, x, mu, logvar) / pixels
             for opt in (opt_enc, opt_theta, opt_emb):

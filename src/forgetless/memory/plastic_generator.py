@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn.masks import SigmoidMask, block_gradients_, sparsity_regulariser, unit_weight_mask
+from ..nn.masks import SigmoidMask, block_gradients_, sparsity_regularizer, unit_weight_mask
 from .acgan import dcgan_init_
 
 MODES = ("weight", "unit")
@@ -42,7 +42,7 @@ class PlasticGenerator(nn.Module):
     """``mode="weight"`` (DGMw: a mask entry per weight) or ``"unit"`` (DGMa: per output channel).
 
     Life cycle per task: :meth:`begin_task` (new batch norms, output layer and zero mask embeddings:
-    masks 0.5), training steps (``forward(z, task, s)``, :meth:`regulariser`, :meth:`block_gradients`,
+    masks 0.5), training steps (``forward(z, task, s)``, :meth:`regularizer`, :meth:`block_gradients`,
     :meth:`compensate`), :meth:`end_task` (binary masks, cumulated mask, growth).
     """
 
@@ -154,9 +154,9 @@ class PlasticGenerator(nn.Module):
             raise RuntimeError("no task is being learned")
         return [emb(0, s) for emb in self.embeddings]
 
-    def regulariser(self, s: float) -> torch.Tensor:
+    def regularizer(self, s: float) -> torch.Tensor:
         """Eq. 6: the current masks' mean over what is still free (reusing reserved entries costs nothing)."""
-        return sparsity_regulariser(self.current_masks(s), [c.to(self.weights[0].device) for c in self.cumulated])
+        return sparsity_regularizer(self.current_masks(s), [c.to(self.weights[0].device) for c in self.cumulated])
 
     def _gradient_factors(self) -> list[torch.Tensor]:
         if self.mode == "weight":

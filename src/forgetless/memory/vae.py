@@ -64,7 +64,7 @@ class VAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x)
-        z = reparameterise(mu, logvar)
+        z = reparameterize(mu, logvar)
         return self.decoder(z), mu, logvar
 
     @torch.no_grad()
@@ -75,7 +75,7 @@ class VAE(nn.Module):
         return torch.sigmoid(self.decoder(z))
 
 
-def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
 

@@ -45,14 +45,15 @@ from ..nn.gates import (
     GATE_HIDDEN,
     KERNEL_INITS,
     GatedNetwork,
-    fixed_norm_statistics,
+    dense_inference_macs,
     gate,
+    inference_macs,
     set_gate_noise,
     sparsity_loss,
 )
 from ..nn.heads import MultiHead
 from ..nn.masks import CCGN_TEMPERATURE, block_gradients_
-from ..nn.norm_statistics import cumulative_statistics
+from ..nn.norm_statistics import cumulative_statistics, fixed_norm_statistics
 from ..nn.standardize import InputStandardizer
 from ..nn.taskwise import TaskBatchNorm
 from ..plots import save_image_grid
@@ -163,7 +164,7 @@ class CCGN(Method):
         except TypeError as err:
             raise ConfigError(f"ccgn: {err}") from None
         for kernels in self.net.kernels():
-            kernels.reinitialise(init=cfg.kernel_init)
+            kernels.reinitialize(init=cfg.kernel_init)
         # fitted on the first task's training inputs, then fixed: later tasks must not move old tasks' inputs
         self.input_norm = InputStandardizer(info.input_shape[0])
         width = self.net.out_features
@@ -411,7 +412,7 @@ class CCGN(Method):
         relevance = self.firing_probability(task.val if len(task.val) else task.train, t)
         for bank, kernels, r in zip(self.net.banks, self.net.kernels(), relevance, strict=True):
             free = bank.settle(t, r, self.config.relevance_threshold)
-            kernels.reinitialise(free, self.config.kernel_init)
+            kernels.reinitialize(free, self.config.kernel_init)
         self.relevance.append([r.cpu() for r in relevance])
         self.heads.heads[t].requires_grad_(False)
         for norm in self.net.modules():
@@ -427,20 +428,14 @@ class CCGN(Method):
         self.eval()
         tasks = [task_id] if task_id is not None else list(range(max(self.tasks_learned, 1)))
         _, gates = self.streams(x, tasks)
-        total = self.net.macs(gates, self.info.input_shape[0], paper).sum(0)  # (T, B) -> (B,)
-        if paper:
-            return total
-        total = total + self.net.out_features * max(len(self.info.task_labels[0]), 1) * len(tasks)
-        if task_id is None and self.task_classifier is not None:  # on the streams that exist
-            hidden = self.config.task_hidden
-            total = total + len(tasks) * self.net.out_features * hidden + hidden * len(tasks)
-        return total
+        classifier = self.config.task_hidden if task_id is None and self.task_classifier is not None else None
+        return inference_macs(self.net, gates, self.info.input_shape[0], self.head_outputs(), classifier, paper)
+
+    def head_outputs(self) -> int:
+        return max(len(self.info.task_labels[0]), 1)
 
     def backbone_macs(self, paper: bool = False) -> int:
-        if paper:
-            return self.net.dense_macs(self.info.input_shape[0], paper=True)
-        head = self.net.out_features * max(len(self.info.task_labels[0]), 1)
-        return self.net.dense_macs(self.info.input_shape[0]) + head
+        return dense_inference_macs(self.net, self.info.input_shape[0], self.head_outputs(), paper)
 
     def macs_per_sample(self, x: torch.Tensor, task_id: int | None = None) -> int:
         return round(float(self.effective_macs(x, task_id).mean()))

@@ -230,7 +230,7 @@ class DGM(Method):
             # (c) generator
             fake = g(conditioned_noise(y, cfg.nz, self.info.n_outputs, ctx.generator), t, s)
             score, logits = self._fake_outputs(x, fake)
-            reg = g.regulariser(s)
+            reg = g.regularizer(s)
             loss_g = generator_loss(score) + reg_weight * reg
             aux = F.cross_entropy(masked_logits(logits, keep), y)
             if cfg.aux_g:

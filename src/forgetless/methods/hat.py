@@ -3,7 +3,7 @@
 Every hidden unit of the backbone (each Linear/Conv2d output feature or channel) is multiplied by a
 task-specific mask ``sigmoid(s e_t)`` (:mod:`forgetless.nn.masks.sigmoid`). Within each epoch ``s`` is
 annealed from ``1/s_max`` to ``s_max``; the embeddings' gradients are compensated for it and the embeddings
-clamped to [-6, 6]; a regulariser pushes the masks of still-free units towards zero. After a task its
+clamped to [-6, 6]; a regularizer pushes the masks of still-free units towards zero. After a task its
 mask at ``s_max`` is cumulated (elementwise max) and the gradients of later tasks are multiplied by
 ``1 - min(post, pre)`` of the cumulated masks, so what earlier tasks use no longer changes.
 
@@ -39,7 +39,7 @@ from ..nn.masks import (
     block_gradients_,
     cumulative_max,
     set_scale,
-    sparsity_regulariser,
+    sparsity_regularizer,
     unit_gradient_factors,
     wrap_units,
 )
@@ -114,7 +114,7 @@ class HAT(Method):
     def loss(self, x: torch.Tensor, y: torch.Tensor, task_id: int, s: float) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.heads.heads[task_id](self.features(x, task_id, s))
         ce = F.cross_entropy(logits, y - self.info.task_labels[task_id][0])
-        reg = sparsity_regulariser(self.masks(task_id, s), self.cumulated())
+        reg = sparsity_regularizer(self.masks(task_id, s), self.cumulated())
         return ce + self.config.lamb * reg, ce
 
     # -------------------------------------------------------------------------------- training

@@ -2,7 +2,7 @@
 
 A hypernetwork maps a learned task embedding (plus learned chunk embeddings, when chunked) to every weight
 of the target classifier, which runs with those weights through ``functional_call``. Each task trains the
-hypernetwork and its own embedding on the task loss plus the output regulariser of Eq. 2 (frozen targets
+hypernetwork and its own embedding on the task loss plus the output regularizer of Eq. 2 (frozen targets
 for the stored embeddings, one-step Adam lookahead); then the embedding is stored and frozen.
 
 Task-IL (CL1): the given task id picks the embedding. Domain-IL (CL2) and class-IL (CL3): the task is
@@ -69,8 +69,8 @@ class HnetConfig(TrainConfig):
     chunk_emb_std: float = 1.0
     emb_lr: float | None = None  # learning rate of the task embedding (None: lr)
     beta: float = 0.01
-    lookahead: bool = True  # evaluate the regulariser at Theta + dTheta (Eq. 2); False: at Theta
-    reg_tasks: int | None = None  # stochastic regulariser: at most K random past tasks per step (Appendix D)
+    lookahead: bool = True  # evaluate the regularizer at Theta + dTheta (Eq. 2); False: at Theta
+    reg_tasks: int | None = None  # stochastic regularizer: at most K random past tasks per step (Appendix D)
     temperature: float = 1.0  # softmax temperature of the entropy used for task inference (HNET+ENT)
     # softmax of the task loss over the task's "own" units (the authors' HNET+ENT) or over the units of every
     # task "seen" so far (their growing CL3 head); with "seen" the inferred model answers over all seen units.
@@ -161,7 +161,7 @@ class HnetClassifier(Method):
         """Hook for subclasses (e.g. train a replay model on the task)."""
 
     def learn_classifier(self, task, ctx: Context, t: int) -> None:
-        """Train the hypernetwork and embedding ``t`` on ``task`` with the output regulariser of Eq. 2."""
+        """Train the hypernetwork and embedding ``t`` on ``task`` with the output regularizer of Eq. 2."""
         cfg = self.config
         session = self.start_task(t, ctx.generator)
         for batch in ctx.batches(task.train, cfg.batch_size, epochs=cfg.epochs, iterations=cfg.iterations):
@@ -171,7 +171,7 @@ class HnetClassifier(Method):
         self.finish_task(session)
 
     def start_task(self, t: int, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """New embedding for task ``t``, frozen regulariser targets for tasks < t, fresh optimisers."""
+        """New embedding for task ``t``, frozen regularizer targets for tasks < t, fresh optimisers."""
         cfg = self.config
         emb = self.hnet.add_embedding(generator)
         self.regularizer.begin_task(self.hnet, range(t))

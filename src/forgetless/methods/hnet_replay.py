@@ -1,7 +1,7 @@
 """Hypernetwork-protected replay (von Oswald et al., 2020, Sec. 2.3 and Appendix B): ``hnet-tir`` and ``hnet-r``.
 
 Both keep a VAE replay memory whose decoder weights come from its own task-conditioned hypernetwork
-(:class:`~forgetless.memory.hnet_vae.HnetVAE`, protected by the output regulariser instead of by replay).
+(:class:`~forgetless.memory.hnet_vae.HnetVAE`, protected by the output regularizer instead of by replay).
 The replay model is trained on each task after the classifiers (it is not needed after the last task).
 
 - ``hnet-tir`` (HNET+TIR): the classifier is the task-conditioned hypernetwork of ``hnet``; a separate task

@@ -32,7 +32,8 @@ from ..metrics import module_bytes
 from ..nn.backbones import feature_width
 from ..nn.heads import MultiHead
 from ..nn.masks import TaskWeights
-from ..nn.taskwise import freeze_norm_statistics, select_task, task_norms
+from ..nn.norm_statistics import freeze_norm_statistics
+from ..nn.taskwise import select_task, task_norms
 from ..training import Batch, Context, TrainConfig, fit, make_optimizer
 from .base import Method, register
 

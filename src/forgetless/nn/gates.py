@@ -21,7 +21,6 @@ Streams are a leading dimension: a gated network maps ``x`` (B, ...) and ``tasks
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -124,7 +123,7 @@ class GatedKernels:
                 yield conv.bias
 
     @torch.no_grad()
-    def reinitialise(self, rows: torch.Tensor | None = None, init: str = "default") -> None:
+    def reinitialize(self, rows: torch.Tensor | None = None, init: str = "default") -> None:
         """Fresh initialisation of the kernels in ``rows`` (None: all): ``default`` is that of ``nn.Conv2d``;
         ``kaiming`` is He's normal initialisation for ReLU networks with zero biases."""
         if rows is not None and not bool(rows.any()):
@@ -370,20 +369,28 @@ def set_gate_noise(module: nn.Module, noise: bool) -> None:
             m.noise = noise
 
 
-@contextmanager
-def fixed_norm_statistics(module: nn.Module) -> Iterator[None]:
-    """Batch norms in ``module`` normalise with batch statistics (training mode) but leave their running
-    statistics untouched (momentum 0), e.g. while rehearsal batches of other tasks flow through a task's
-    gating module."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, mom in zip(norms, saved, strict=True):
-            m.momentum = mom
+def inference_macs(net: GatedNetwork, gates: Sequence[torch.Tensor], in_channels: int, head_outputs: int,
+                   classifier_hidden: int | None = None, paper: bool = False) -> torch.Tensor:
+    """Inference MACs per sample ``(B,)`` of the streams whose ``gates`` are given, counting open channels only:
+    the gated layers, one linear head of ``head_outputs`` per stream and, with ``classifier_hidden``, CCGN's task
+    classifier over the streams (a hidden layer of that width, one logit per stream). ``paper``: convolutions
+    only, input channels not counted (the convention behind CCGN's Table 3, docs/ccgn.md)."""
+    per_stream = net.macs(gates, in_channels, paper)  # (T, B)
+    total = per_stream.sum(0)
+    if paper:
+        return total
+    streams = per_stream.shape[0]
+    total = total + net.out_features * head_outputs * streams
+    if classifier_hidden is not None:
+        total = total + streams * net.out_features * classifier_hidden + classifier_hidden * streams
+    return total
+
+
+def dense_inference_macs(net: GatedNetwork, in_channels: int, head_outputs: int, paper: bool = False) -> int:
+    """MACs per sample of the ungated network with one head (``paper``: convolutions only, see above)."""
+    if paper:
+        return net.dense_macs(in_channels, paper=True)
+    return net.dense_macs(in_channels) + net.out_features * head_outputs
 
 
 def sparsity_loss(gates: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -392,5 +399,5 @@ def sparsity_loss(gates: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 __all__ = ["GATE_BIAS", "GATE_HIDDEN", "GateBank", "GatedBasicBlock", "GatedKernels", "GatedNetwork", "GatedResNet",
-           "GatedSimpleCNN", "GatingModule", "fixed_norm_statistics", "gate", "set_gate_noise",
+           "GatedSimpleCNN", "GatingModule", "dense_inference_macs", "gate", "inference_macs", "set_gate_noise",
            "sparsity_loss"]

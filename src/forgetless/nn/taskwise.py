@@ -76,16 +76,4 @@ def task_norms(module: nn.Module) -> Iterator[TaskBatchNorm]:
     return (m for m in module.modules() if isinstance(m, TaskBatchNorm))
 
 
-def norm_layers(module: nn.Module) -> Iterator[nn.modules.batchnorm._BatchNorm]:
-    """Every batch-norm layer of ``module`` (the slots of task batch norms included)."""
-    return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
-
-
-def freeze_norm_statistics(module: nn.Module) -> None:
-    """Put every batch norm of ``module`` in eval mode (running statistics stop moving), whatever the
-    mode of the rest: Piggyback's ``train_nobn``. Call after ``module.train()``."""
-    for m in norm_layers(module):
-        m.eval()
-
-
-__all__ = ["TaskBatchNorm", "TaskConditioned", "freeze_norm_statistics", "norm_layers", "select_task", "task_norms"]
+__all__ = ["TaskBatchNorm", "TaskConditioned", "select_task", "task_norms"]

@@ -1,4 +1,4 @@
-"""Task-conditioned hypernetworks: generators of target weights, functional targets, the output regulariser."""
+"""Task-conditioned hypernetworks: generators of target weights, functional targets, the output regularizer."""
 
 from .hypernetwork import ChunkedHyperNetwork, FullHyperNetwork, HyperNetwork, build
 from .regularizer import OutputRegularizer, optimizer_lookahead

@@ -6,13 +6,13 @@ chunk embedding); the learned chunk embeddings are shared by all tasks, and the 
 truncated to the target size. All chunks, and all the task embeddings asked for, go through the network as
 one batch, so generating the weights of T tasks is a handful of matrix products, never a Python loop.
 
-The trainable parameters split into ``theta`` (the weights the output regulariser protects, including the
+The trainable parameters split into ``theta`` (the weights the output regularizer protects, including the
 chunk embeddings) and the task embeddings, one ``nn.Parameter`` per task, learned with their task and then
 frozen. ``forward(emb, theta=None)`` evaluates the network with its own ``theta`` or with an explicit list
-of tensors in the same order (the regulariser's lookahead evaluates it at ``theta + delta``).
+of tensors in the same order (the regularizer's lookahead evaluates it at ``theta + delta``).
 
 Layer weights are stored input-major (``h @ W + b``, W of shape [in, out]) so that the output layer's rows
-are contiguous chunk-length vectors; the regulariser relies on that layout for its Gram products.
+are contiguous chunk-length vectors; the regularizer relies on that layout for its Gram products.
 """
 
 from __future__ import annotations

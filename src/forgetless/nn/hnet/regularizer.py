@@ -1,4 +1,4 @@
-"""The hypernetwork output regulariser of von Oswald et al. (2020), Eq. 2, with its one-step lookahead.
+"""The hypernetwork output regularizer of von Oswald et al. (2020), Eq. 2, with its one-step lookahead.
 
 While task T is learned, the total loss is
 
@@ -142,9 +142,9 @@ def _gram_parts(y: torch.Tensor, u: torch.Tensor, r: int, signs: torch.Tensor):
     return value, parts
 
 
-# ------------------------------------------------------------------------------------------ regulariser
+# ------------------------------------------------------------------------------------------ regularizer
 
-# ------------------------------------------------------------------------------------------ regulariser
+# ------------------------------------------------------------------------------------------ regularizer
 
 class OutputRegularizer:
     """Eq. 2 as a reusable piece: ``begin_task`` freezes the targets, ``backward`` adds the penalty's gradient.

@@ -3,7 +3,7 @@
 - :mod:`.binarize`: the straight-through binariser (``identity`` or ``sigmoid`` surrogate), the
   Gumbel-sigmoid gate built on it, real-valued mask initialisation.
 - :mod:`.sigmoid`: HAT-style masks ``sigmoid(s e)``: annealing of ``s``, embedding-gradient compensation,
-  clamping, cumulated masks, gradient blocking, the sparsity regulariser, HAT unit masking of a network.
+  clamping, cumulated masks, gradient blocking, the sparsity regularizer, HAT unit masking of a network.
 - :mod:`.layers`: Linear/Conv2d with a per-task weight transformation ``k0 W + k1 + k2 M + k3 W o M``.
 
 Task-specific batch norm and :func:`select_task` live in :mod:`forgetless.nn.taskwise`.
@@ -50,7 +50,7 @@ from .sigmoid import (
     nested_anneal,
     reuse_weight,
     set_scale,
-    sparsity_regulariser,
+    sparsity_regularizer,
     unit_gradient_factors,
     unit_weight_mask,
     wrap_units,
@@ -62,6 +62,6 @@ __all__ = [
     "MaskedWeight", "SigmoidMask", "Surrogate", "TaskWeights", "UnitMasked", "WeightTransform", "anneal",
     "binarize", "block_gradients_", "clamp_embedding_", "compensate_embedding_grad_", "cumulative_max",
     "freeze_tasks", "gumbel_sigmoid_gate", "init_scores", "logistic_noise", "mask_layers", "mask_summary",
-    "masked_copy", "masked_layers", "nested_anneal", "reuse_weight", "set_scale", "sparsity_regulariser",
+    "masked_copy", "masked_layers", "nested_anneal", "reuse_weight", "set_scale", "sparsity_regularizer",
     "unit_gradient_factors", "unit_weight_mask", "wrap_units",
 ]

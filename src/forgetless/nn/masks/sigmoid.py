@@ -13,8 +13,8 @@ The pieces, usable for unit masks (HAT, DGMa) and weight masks (DGMw) alike:
   HAT's ``get_view_for``) and :func:`block_gradients_` (gradients multiplied by ``1 - cumulated mask``;
   for weight-level masks the factor is ``1 - cumulated weight mask`` directly).
 - :func:`nested_anneal`: DGM's global (over epochs) + local (within an epoch) schedule of Eqs. 3-4, and
-  :func:`reuse_weight`: the regulariser weight ``lambda_RU * S_t / S_free`` of DGM Sec. 3.3.
-- :func:`sparsity_regulariser`: ``sum m (1 - m^{<t}) / sum (1 - m^{<t})`` over all masked layers (HAT Eq. 5;
+  :func:`reuse_weight`: the regularizer weight ``lambda_RU * S_t / S_free`` of DGM Sec. 3.3.
+- :func:`sparsity_regularizer`: ``sum m (1 - m^{<t}) / sum (1 - m^{<t})`` over all masked layers (HAT Eq. 5;
   DGM Eq. 6): only units that are still free are penalised, so reusing old units is free.
 - :class:`UnitMasked` / :func:`wrap_units` / :func:`unit_gradient_factors`: HAT on a sequential network
   (each Linear/Conv2d's output units multiplied by the task's mask).
@@ -72,7 +72,7 @@ def nested_anneal(s_max: float, step: int, total: int, per_cycle: int, local: bo
 
 
 def reuse_weight(lam: float, size: float, free: float) -> float:
-    """DGM's weight of the sparsity regulariser, ``lambda_RU * S_t / S_free`` (Sec. 3.3): grows with the
+    """DGM's weight of the sparsity regularizer, ``lambda_RU * S_t / S_free`` (Sec. 3.3): grows with the
     network's size relative to its free capacity, so a mature network reuses more and reserves less."""
     if free <= 0:
         raise ValueError(f"free capacity must be > 0, got {free}")
@@ -186,11 +186,11 @@ def block_gradients_(factors: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> No
             param.grad.mul_(factor)
 
 
-def sparsity_regulariser(masks: Sequence[torch.Tensor], previous: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+def sparsity_regularizer(masks: Sequence[torch.Tensor], previous: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """``sum_l sum_i m_li (1 - p_li) / sum_l sum_i (1 - p_li)`` with ``p`` the cumulated masks of earlier tasks
     (all zeros, i.e. the mean mask value, for the first task). Differentiable in ``masks``."""
     if not masks:
-        raise ValueError("sparsity_regulariser needs at least one mask")
+        raise ValueError("sparsity_regularizer needs at least one mask")
     if previous is None:
         total = sum(m.sum() for m in masks)
         return total / sum(m.numel() for m in masks)

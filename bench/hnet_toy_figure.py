@@ -1,7 +1,7 @@
 """Fig. 2 of the hypernetwork paper: the three toy-regression fits after learning all tasks, with the output
-regulariser (beta = 0.005) and without it (beta = 0, plain fine-tuning of the hypernetwork).
+regularizer (beta = 0.005) and without it (beta = 0, plain fine-tuning of the hypernetwork).
 
-    python -m forgetless.hnet_toy --out docs/hnet-toy-regression.png [--seed 0] [--iterations 4000]
+    python bench/hnet_toy_figure.py --out docs/hnet-toy-regression.png [--seed 0] [--iterations 4000]
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from . import benchmarks, runner
-from .benchmarks.toy_regression import task_function
-from .methods import create
+from forgetless import benchmarks, runner
+from forgetless.benchmarks.toy_regression import task_function
+from forgetless.methods import create
 
 
 def fit(beta: float, seed: int = 0, iterations: int | None = None) -> dict[str, Any]:
@@ -40,8 +40,8 @@ def fit(beta: float, seed: int = 0, iterations: int | None = None) -> dict[str, 
 
 def plot(path: str | Path, seed: int = 0, iterations: int | None = None, betas: tuple[float, float] = (0.005, 0.0)
          ) -> list[dict[str, Any]]:
-    """Write the two-panel figure (regulariser on / off) to ``path``; returns the fits."""
-    from .plots import _pyplot
+    """Write the two-panel figure (regularizer on / off) to ``path``; returns the fits."""
+    from forgetless.plots import _pyplot
 
     plt = _pyplot()
     fits = [fit(b, seed, iterations) for b in betas]
@@ -52,7 +52,7 @@ def plot(path: str | Path, seed: int = 0, iterations: int | None = None, betas: 
             ax.plot(curve["x"], curve["truth"], color="grey", lw=1, ls="--")
             ax.scatter(curve["train_x"], curve["train_y"], s=4, color=c, alpha=0.5)
             ax.plot(curve["x"], curve["fit"], color=c, lw=2, label=f"task {curve['name']}")
-        title = f"output regulariser, beta = {res['beta']:g}" if res["beta"] > 0 else "fine-tuning (beta = 0)"
+        title = f"output regularizer, beta = {res['beta']:g}" if res["beta"] > 0 else "fine-tuning (beta = 0)"
         mse = ", ".join(f"{m:.3g}" for m in res["mse"])
         ax.set_title(f"{title}\nfinal test MSE per task: {mse}", fontsize=9)
         ax.set_xlabel("x")
