@@ -169,3 +169,36 @@ def test_reproduction_configs_ship_inside_the_package():
     assert reproduce.find_config("configs/spacenet-table2.yaml") == reproduce.CONFIG_DIR / "spacenet-table2.yaml"
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert "configs/*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["forgetless"]
+
+
+def test_show_lists_every_field_of_every_method_and_benchmark(capsys):
+    """`forgetless show` is generated from the config dataclasses: every field of every registered method's
+    and benchmark's config appears with its type and default."""
+    import dataclasses
+
+    from forgetless import benchmarks, methods
+
+    for name, spec in methods.METHODS.items():
+        assert main(["show", name]) == 0
+        out = capsys.readouterr().out
+        keys = {line.split()[0] for line in out.splitlines()[4:] if line.strip()}
+        assert keys == {f.name for f in dataclasses.fields(spec.cls.Config)}, name
+    for name, spec in benchmarks.BENCHMARKS.items():
+        assert main(["show", name]) == 0
+        out = capsys.readouterr().out
+        keys = {line.split()[0] for line in out.splitlines()[4:] if line.strip()}
+        assert keys == {f.name for f in dataclasses.fields(spec.options)}, name
+
+
+def test_show_gives_type_range_source_and_benchmark_defaults(capsys):
+    assert main(["run", "-m", "hat", "--help-set"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[4:]}
+    assert "float" in rows["lr"] and "a finite number > 0" in rows["lr"]
+    assert "'sgd' | 'adam'" in rows["optimizer"] and "sgd, adam" in rows["optimizer"]
+    assert "mlp hidden sizes" in rows["hidden"]  # the field's comment is its documented source
+    assert main(["show", "ewc", "--benchmark", "split-digits", "--scenario", "task"]) == 0
+    out = capsys.readouterr().out
+    ewc = next(line for line in out.splitlines() if line.startswith("ewc_lambda"))
+    assert "100000.0 (benchmark; class default 1000000000.0)" in ewc
+    assert main(["show", "no-such-thing"]) == 2
+    assert "unknown method or benchmark 'no-such-thing'" in capsys.readouterr().err

@@ -60,3 +60,12 @@ def test_split_mnist_acceptance_shape(mnist_root):
     assert 0.15 < ft_class["final_accuracy"] < 0.25 and ft_class["forgetting"] > 0.9
     assert ft_task["final_accuracy"] > 0.85
     assert joint["final_accuracy"] > 0.95
+
+
+def test_a_config_that_only_changes_a_default_keeps_the_declared_range():
+    """HATConfig redeclares lr (0.05) and momentum (0.0) without option(): TrainConfig's ranges still apply."""
+    info = synthetic_benchmark("task", n_tasks=2, per_class=5).info()
+    with pytest.raises(ConfigError, match=r"^lr=-1.0 is out of range for hat; valid: a finite number > 0$"):
+        methods.create("hat", info, lr=-1)
+    with pytest.raises(ConfigError, match=r"^momentum=1.5 is out of range for hat; valid: a finite number in \[0, 1\)$"):
+        methods.create("hat", info, momentum=1.5)

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--keep-checkpoints", action="store_true", help="keep every task's checkpoint, not only the last")
     run.add_argument("--eval-future", action="store_true", help="also evaluate tasks not yet learned (for FWT)")
+    run.add_argument("--help-set", action="store_true", help="list the method's --set keys and exit (forgetless show)")
 
     cmp_ = sub.add_parser("compare", help="several methods x seeds: table and plots")
     cmp_.add_argument("--methods", required=True, help="comma-separated method names")
@@ -91,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--collect", action="store_true",
                      help="train nothing: tabulate the runs already finished under --out")
     rep.add_argument("--quiet", "-q", action="store_true")
+
+    show = sub.add_parser("show", help="every --set key of a method (or --bench key of a benchmark): type, default, "
+                                       "valid range, source")
+    show.add_argument("name", help="a method or benchmark name (see 'forgetless list')")
+    show.add_argument("--benchmark", "-b", help="also show a method's defaults for this benchmark")
+    show.add_argument("--scenario", "-s", default="class")
+    show.add_argument("--data-dir")
 
     lst = sub.add_parser("list", help="list methods, benchmarks, datasets, scenarios or configs")
     lst.add_argument("what", nargs="?", default="all", choices=["all", "methods", "benchmarks", "datasets",
@@ -146,11 +154,43 @@ def _list(what: str) -> None:
         print("configs: " + (", ".join(names) or "(none)"))
 
 
+def _show(name: str, benchmark: str | None, scenario: str, data_dir: str | None) -> None:
+    from . import benchmarks, config_help, methods
+
+    if name in methods.METHODS:
+        print(config_help.method_help(name, benchmark, scenario, data_dir))
+    elif name in benchmarks.BENCHMARKS:
+        print(config_help.benchmark_help(name))
+    else:
+        raise ConfigError(f"unknown method or benchmark {name!r}; valid: methods {', '.join(sorted(methods.METHODS))}; "
+                          f"benchmarks {', '.join(sorted(benchmarks.BENCHMARKS))}")
+
+
+def _help_set(argv: list[str]) -> bool:
+    """``forgetless run -m METHOD [-b BENCH] --help-set``: the method's keys, without the run's required flags."""
+    if not argv or argv[0] != "run" or "--help-set" not in argv:
+        return False
+    pre = _Parser(prog="forgetless run", add_help=False)
+    pre.add_argument("--method", "-m", required=True)
+    pre.add_argument("--benchmark", "-b")
+    pre.add_argument("--scenario", "-s", default="class")
+    pre.add_argument("--data-dir")
+    known, _ = pre.parse_known_args(argv[1:])
+    _show(known.method, known.benchmark, known.scenario, known.data_dir)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        if _help_set(argv):
+            return 0
         args = build_parser().parse_args(argv)
         if args.command == "list":
             _list(args.what)
+            return 0
+        if args.command == "show":
+            _show(args.name, args.benchmark, args.scenario, args.data_dir)
             return 0
         if args.command == "run":
             from . import runner
@@ -185,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     except ForgetlessError as exc:
         print(f"forgetless: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USAGE)  # RunsFailedError: 1 unless every failure was bad input
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("forgetless: interrupted (finished tasks are checkpointed; rerun with --resume)", file=sys.stderr)
         return 130

@@ -72,9 +72,15 @@ def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: f
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def field_bounds(f: dataclasses.Field, tp: Any) -> Bounds | None:
-    """The declared bounds of ``f``, else FINITE for float-typed fields, else None."""
+def field_bounds(f: dataclasses.Field, tp: Any, cls: type | None = None) -> Bounds | None:
+    """The declared bounds of ``f`` — or of the same field in a base class of ``cls``, so that a subclass that
+    only changes a default (``lr: float = 0.05``) keeps the range — else FINITE for float fields, else None."""
     declared = f.metadata.get("bounds")
+    for klass in (cls.__mro__ if cls is not None and declared is None else ()):
+        base = getattr(klass, "__dataclass_fields__", {}).get(f.name)
+        if base is not None and base.metadata.get("bounds") is not None:
+            declared = base.metadata["bounds"]
+            break
     if declared is not None:
         return declared
     return FINITE if _mentions(tp, float) else None
@@ -97,7 +103,7 @@ def check_fields(obj: Any, owner: str = "") -> None:
         literals = _literals(tp)
         if literals and value is not None and value not in literals:
             raise ConfigError(f"{f.name}={value!r} is not valid{where}; valid: {choices(literals)}")
-        bounds = field_bounds(f, tp)
+        bounds = field_bounds(f, tp, type(obj))
         if bounds is None or value is None:
             continue
         items = value if isinstance(value, (tuple, list)) else [value]
