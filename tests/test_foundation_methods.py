@@ -67,5 +67,5 @@ def test_a_config_that_only_changes_a_default_keeps_the_declared_range():
     info = synthetic_benchmark("task", n_tasks=2, per_class=5).info()
     with pytest.raises(ConfigError, match=r"^lr=-1.0 is out of range for hat; valid: a finite number > 0$"):
         methods.create("hat", info, lr=-1)
-    with pytest.raises(ConfigError, match=r"^momentum=1.5 is out of range for hat; valid: a finite number in \[0, 1\)$"):
+    with pytest.raises(ConfigError, match=r"^momentum=1.5 is out of range for hat; valid: a finite number in \[0, 1\)"):
         methods.create("hat", info, momentum=1.5)
