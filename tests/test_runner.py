@@ -33,8 +33,10 @@ def test_results_json_has_the_design_fields(tmp_path):
     assert on_disk["accuracy"] == result["accuracy"]
     assert [len(r) for r in result["accuracy"]] == [1, 2, 3]
     assert result["final_accuracy"] == pytest.approx(sum(result["accuracy"][-1]) / 3)
-    assert set(result["time"]) == {"train_seconds", "per_task_seconds", "eval_seconds"}
-    assert len(result["time"]["per_task_seconds"]) == 3
+    assert set(result["time"]) == {"train_seconds", "per_task_seconds", "eval_seconds", "train_cpu_seconds",
+                                   "per_task_cpu_seconds"}
+    assert len(result["time"]["per_task_seconds"]) == 3 == len(result["time"]["per_task_cpu_seconds"])
+    assert result["time"]["train_cpu_seconds"] == pytest.approx(sum(result["time"]["per_task_cpu_seconds"]))
     assert set(result["versions"]) == {"forgetless", "torch", "python"}
     assert result["macs_per_sample"] == 64 * 32 + 32 * 6
     assert result["config"]["hidden"] == [32] and result["tasks"][1]["classes"] == [2, 3]
@@ -194,3 +196,31 @@ def test_eval_future_gives_the_full_matrix_and_forward_transfer():
     assert result["final_accuracy"] == pytest.approx(sum(acc[-1]) / 3)
     plain = runner.run("finetune", bench, config={"epochs": 1, "batch_size": 16, "hidden": [16]}, quiet=True)
     assert plain["fwt"] is None and plain["accuracy"] == [row[: i + 1] for i, row in enumerate(acc)]
+
+
+def test_results_record_their_provenance_and_are_readable_by_the_group(tmp_path, mnist_root):
+    import os
+    import stat
+
+    out = tmp_path / "run"
+    result = runner.run("finetune", "split-mnist", scenario="task", config={"iterations": 2, "hidden": [8]},
+                        bench_options={"n_tasks": 1, "train_per_class": 20, "test_per_class": 10}, out=out,
+                        data_root=str(mnist_root), quiet=True)
+    origin = result["provenance"]
+    assert set(origin) >= {"git", "forgetless", "argv", "started", "host", "torch_threads", "device", "data_root",
+                           "data_files"}
+    assert origin["device"] == "cpu" and origin["torch_threads"] >= 1 and origin["data_root"] == str(mnist_root)
+    assert origin["data_files"]["mnist/train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+    if origin["git"] is not None:  # run from a checkout
+        assert len(origin["git"]["commit"]) == 40 and isinstance(origin["git"]["dirty"], bool)
+    expected = 0o666 & ~_umask()
+    for name in ("results.json", "checkpoints/task-1.pt"):
+        assert stat.S_IMODE(os.stat(out / name).st_mode) == expected, name
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

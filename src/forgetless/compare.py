@@ -69,6 +69,12 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     return summary
 
 
+def cpu_seconds(result: dict[str, Any]) -> float | None:
+    """A run's training CPU time: what compares runs fairly when several share the cores (None for runs made
+    before it was recorded)."""
+    return result["time"].get("train_cpu_seconds")
+
+
 def summarize(results: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     keys = ["final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"]
     out: dict[str, Any] = {}
@@ -77,6 +83,8 @@ def summarize(results: list[dict[str, Any]], failed: list[dict[str, Any]] | None
         out[k] = None if math.isnan(m) else {"mean": m, "std": s}
     secs = mean_std([r["time"]["train_seconds"] for r in results])[0]
     out["train_seconds"] = None if math.isnan(secs) else secs
+    cpu = mean_std([cpu_seconds(r) for r in results])[0]
+    out["train_cpu_seconds"] = None if math.isnan(cpu) else cpu
     out["n_runs"] = len(results)
     if failed:  # absent when every run finished, so summary.json is unchanged then
         out["failed"] = [{k: f[k] for k in ("seed", "out", "error")} for f in failed]
@@ -89,17 +97,18 @@ def table_markdown(benchmark: str, scenario: str, seeds: list[int], by_method: d
         f"### {benchmark}, {scenario}-incremental, seeds {','.join(map(str, seeds))}",
         "",
         "| method | final accuracy (%) | avg. incremental acc. (%) | forgetting (%) | BWT (%) "
-        "| task inference (%) | train time (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| task inference (%) | train CPU time (s) | train wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m, rs in by_method.items():
         n_failed = len((failed or {}).get(m, []))
         name = f"{m} ({n_failed} of {n_failed + len(rs)} runs failed)" if n_failed else m
         if not rs and n_failed:
-            lines.append(f"| {name} | " + " | ".join(["failed"] * 6) + " |")
+            lines.append(f"| {name} | " + " | ".join(["failed"] * 7) + " |")
             continue
         cells = [fmt([r.get(k) for r in rs]) for k in
                  ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy")]
         secs = mean_std([r["time"]["train_seconds"] for r in rs])[0]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {secs:.1f} |")
+        cpu = mean_std([cpu_seconds(r) for r in rs])[0]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {cpu:.1f} | {secs:.1f} |")
     return "\n".join(lines) + "\n"

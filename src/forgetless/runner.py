@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, checkpoint, fileio, metrics
+from . import __version__, benchmarks, checkpoint, fileio, metrics, provenance
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, ForgetlessError, RunExistsError
@@ -37,6 +37,23 @@ def seed_everything(seed: int) -> None:
 
 def task_seed(seed: int, task_index: int) -> int:
     return (seed * 1_000_003 + task_index * 7919 + 17) % 2**62
+
+
+_WARM = False
+
+
+def warm_up() -> None:
+    """Pay torch's one-off lazy imports (the first optimiser step costs ~2 CPU-s) before any timing starts, so
+    the first task of every process is not charged for them."""
+    global _WARM
+    if _WARM:
+        return
+    p = torch.nn.Parameter(torch.zeros(2))
+    for opt in (torch.optim.Adam([p], lr=0.0), torch.optim.SGD([p], lr=0.0, momentum=0.9)):
+        p.sum().backward()
+        opt.step()
+        opt.zero_grad()
+    _WARM = True
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -201,6 +218,7 @@ def run(
     objects. With ``out`` set, results, the log and a checkpoint after every task are written there.
     """
     device = resolve_device(device)
+    warm_up()
     bench, method_name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
     info = bench.info()
     identity = _identity(method_name, bench, seed, mbase.config_dict(model))
@@ -211,6 +229,7 @@ def run(
     reference: list[float] = []
     inference_rows: list[list[float]] = []
     per_task: list[float] = []
+    per_task_cpu: list[float] = []
     eval_seconds = 0.0
     start = 0
     if out_dir is not None:
@@ -227,9 +246,11 @@ def run(
             rows, inference_rows = state["accuracy"], state["task_inference"]
             reference = state.get("reference", [])
             per_task, eval_seconds, start = state["per_task_seconds"], state["eval_seconds"], state["task_index"] + 1
+            per_task_cpu = state.get("per_task_cpu_seconds", [])
             if not quiet:
                 print(f"resuming {out_dir} after task {start}/{len(bench)}", file=sys.stderr)
     model.to(device)
+    origin = provenance.collect(device, data_root)
     log_file = open(out_dir / "log.jsonl", "a") if out_dir is not None else None  # noqa: SIM115
     metric = "mse" if info.kind == "regression" else "accuracy"
     if evaluate_future and start == 0 and not reference:
@@ -243,10 +264,11 @@ def run(
             ctx = mbase.Context(device=device, generator=torch.Generator().manual_seed(task_seed(seed, i)),
                                 task_index=i, n_tasks=len(bench), progress=progress, out_dir=out_dir,
                                 _log_file=log_file)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model.train()
             model.learn(task.to(device), ctx)
             per_task.append(time.perf_counter() - t0)
+            per_task_cpu.append(time.process_time() - c0)
             t0 = time.perf_counter()
             upto = len(bench) if evaluate_future else i + 1
             results = [evaluate(model, bench.tasks[j].to(device), info, i) for j in range(upto)]
@@ -257,19 +279,21 @@ def run(
             ctx.log(event="evaluation", **{metric: rows[-1]})
             if not quiet:
                 shown = " ".join(f"{v:.4f}" for v in rows[-1])
-                print(f"[{method_name}] task {i + 1}/{len(bench)} ({per_task[-1]:.1f}s) {metric}: {shown}",
+                print(f"[{method_name} seed {seed}] task {i + 1}/{len(bench)} ({per_task[-1]:.1f}s, "
+                      f"{per_task_cpu[-1]:.1f} CPU-s) {metric}: {shown}",
                       file=sys.stderr)
             if out_dir is not None:
                 _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, per_task, eval_seconds,
-                            keep_checkpoints)
+                            keep_checkpoints, per_task_cpu=per_task_cpu)
                 fileio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, reference,
-                                                                   per_task, eval_seconds, model, None, complete=False))
+                                                                   per_task, eval_seconds, model, None, complete=False,
+                                                                   per_task_cpu=per_task_cpu, origin=origin))
     finally:
         if log_file is not None:
             log_file.close()
     macs = measure_macs(model, bench)
     result = _results(identity, bench, rows, inference_rows, reference, per_task, eval_seconds, model, macs,
-                      complete=True)
+                      complete=True, per_task_cpu=per_task_cpu, origin=origin)
     if out_dir is not None:
         fileio.write_json(out_dir / "results.json", result)
     return result
@@ -299,14 +323,14 @@ def _diff(a: dict, b: dict, shared_only: bool = False) -> str:
 
 
 def _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, per_task, eval_seconds,
-                keep_all) -> None:
+                keep_all, per_task_cpu=()) -> None:
     ckpt_dir = out_dir / "checkpoints"
     path = ckpt_dir / f"task-{i + 1}.pt"
     fileio.save_torch(path, {
         "format": CHECKPOINT_FORMAT, "task_index": i, "identity": identity,
         "method": checkpoint.encode(model), "accuracy": rows,
         "task_inference": inference_rows, "reference": reference, "per_task_seconds": per_task,
-        "eval_seconds": eval_seconds,
+        "eval_seconds": eval_seconds, "per_task_cpu_seconds": list(per_task_cpu),
     })
     if not keep_all:  # the latest checkpoint is enough to resume; older ones only cost disk
         for old in ckpt_dir.glob("task-*.pt"):
@@ -315,7 +339,7 @@ def _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, pe
 
 
 def _results(identity, bench: Benchmark, rows, inference_rows, reference, per_task, eval_seconds, model, macs,
-             complete: bool) -> dict[str, Any]:
+             complete: bool, per_task_cpu=(), origin: dict[str, Any] | None = None) -> dict[str, Any]:
     regression = bench.kind == "regression"
     lower = [row[: i + 1] for i, row in enumerate(rows)]
     summary = metrics.summary(lower) if rows else {}
@@ -338,8 +362,11 @@ def _results(identity, bench: Benchmark, rows, inference_rows, reference, per_ta
         "task_inference": inference_rows or None,
         "storage": model.storage(),
         "macs_per_sample": macs,
-        "time": {"train_seconds": sum(per_task), "per_task_seconds": per_task, "eval_seconds": eval_seconds},
+        # wall and CPU time of learn() per task (after a warm-up, so task 1 pays no one-off imports)
+        "time": {"train_seconds": sum(per_task), "per_task_seconds": per_task, "eval_seconds": eval_seconds,
+                 "train_cpu_seconds": sum(per_task_cpu), "per_task_cpu_seconds": list(per_task_cpu)},
         "versions": {"forgetless": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "provenance": origin,
         "complete": complete,
     }
     if regression:

@@ -77,8 +77,14 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Every file verified in this process: path -> md5 (results.json records the files a run's data came from).
+VERIFIED: dict[str, str] = {}
+
+
 def verify(path: Path, expected: str, dataset: str) -> None:
     actual = md5sum(path)
+    if actual == expected:
+        VERIFIED[str(Path(path).resolve())] = actual
     if actual != expected:
         raise ChecksumError(
             f"{dataset}: checksum mismatch for {path} (md5 {actual}, expected {expected}); the file is "
