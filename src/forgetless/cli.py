@@ -34,6 +34,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    _log_flags(p)
+
+
+def _log_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", help="extra loggers beside log.jsonl: csv, tensorboard, wandb (comma-separated)")
+    p.add_argument("--log-every", type=int, default=50, help="log every N optimiser steps (default: 50)")
 
 
 def _sweep_options(p: argparse.ArgumentParser) -> None:
@@ -92,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--collect", action="store_true",
                      help="train nothing: tabulate the runs already finished under --out")
     rep.add_argument("--quiet", "-q", action="store_true")
+    _log_flags(rep)
 
     show = sub.add_parser("show", help="every --set key of a method (or --bench key of a benchmark): type, default, "
                                        "valid range, source")
@@ -201,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                                 config=method_cfg, bench_options=bench_cfg, out=out, resume=args.resume,
                                 overwrite=args.overwrite, device=args.device, data_root=args.data_dir,
                                 evaluate_future=args.eval_future, keep_checkpoints=args.keep_checkpoints,
-                                quiet=args.quiet)
+                                quiet=args.quiet, log=args.log, log_every=args.log_every)
             _print_result(result, out)
             return 0
         if args.command == "compare":
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
             compare(args.benchmark, methods, _seeds(args.seeds), args.out, scenario=args.scenario, config=method_cfg,
                     bench_options=bench_cfg, workers=args.jobs, sweep=_sweep(args), overwrite=args.overwrite,
-                    device=args.device, data_root=args.data_dir, quiet=args.quiet)
+                    device=args.device, data_root=args.data_dir, quiet=args.quiet, log=args.log,
+                    log_every=args.log_every)
             print(f"written: {args.out}/table.md, summary.json, accuracy_matrices.png, accuracy_curves.png")
             return 0
         if args.command == "reproduce":
@@ -220,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             reproduce(args.config, out=args.out, seeds=_seeds(args.seeds) if args.seeds else None, only=args.only,
                       overrides=parse_kv(args.set_, "--set"), bench_overrides=parse_kv(args.bench, "--bench"),
                       dry_run=args.dry_run, collect=args.collect, workers=args.jobs, sweep=_sweep(args),
-                      device=args.device, data_root=args.data_dir, quiet=args.quiet)
+                      device=args.device, data_root=args.data_dir, quiet=args.quiet, log=args.log,
+                      log_every=args.log_every)
             return 0
     except ForgetlessError as exc:
         print(f"forgetless: error: {exc}", file=sys.stderr)

@@ -13,13 +13,14 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, checkpoint, fileio, metrics, provenance
+from . import __version__, benchmarks, checkpoint, fileio, loggers, metrics, provenance
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, ForgetlessError, RunExistsError
@@ -211,12 +212,21 @@ def run(
     evaluate_future: bool = False,
     keep_checkpoints: bool = False,
     quiet: bool = False,
+    log: str | Sequence[str] | None = None,
+    log_every: int = 50,
+    heartbeat_seconds: float = 30.0,
 ) -> dict[str, Any]:
     """Run ``method`` on ``benchmark`` and return the results dictionary (also written to ``out``).
 
     ``method``/``benchmark`` are registry names (built with ``config``/``bench_options``) or ready
     objects. With ``out`` set, results, the log and a checkpoint after every task are written there.
+    ``log``: extra logging backends (``csv``, ``tensorboard``, ``wandb``; see :mod:`forgetless.loggers`), fed
+    every ``log_every`` steps; when stderr is not a terminal (and not ``quiet``) a heartbeat line is printed
+    every ``heartbeat_seconds``.
     """
+    backends = loggers.parse(log)
+    if log_every < 1 or not heartbeat_seconds > 0:
+        raise ConfigError(f"--log-every must be >= 1 (got {log_every}) and the heartbeat interval > 0")
     device = resolve_device(device)
     warm_up()
     bench, method_name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
@@ -252,6 +262,9 @@ def run(
     model.to(device)
     origin = provenance.collect(device, data_root)
     log_file = open(out_dir / "log.jsonl", "a") if out_dir is not None else None  # noqa: SIM115
+    sinks = loggers.create(backends, out_dir, identity)
+    heartbeat = (loggers.Heartbeat(heartbeat_seconds, label=f"[{method_name} seed {seed}] ")
+                 if not quiet and not sys.stderr.isatty() else None)
     metric = "mse" if info.kind == "regression" else "accuracy"
     if evaluate_future and start == 0 and not reference:
         # FWT's reference b_j: every task evaluated by the model before it has learned anything.
@@ -263,7 +276,7 @@ def run(
             seed_everything(task_seed(seed, i))
             ctx = mbase.Context(device=device, generator=torch.Generator().manual_seed(task_seed(seed, i)),
                                 task_index=i, n_tasks=len(bench), progress=progress, out_dir=out_dir,
-                                _log_file=log_file)
+                                log_every=log_every, _log_file=log_file, loggers=sinks, heartbeat=heartbeat)
             t0, c0 = time.perf_counter(), time.process_time()
             model.train()
             model.learn(task.to(device), ctx)
@@ -291,6 +304,8 @@ def run(
     finally:
         if log_file is not None:
             log_file.close()
+        for sink in sinks:
+            sink.close()
     macs = measure_macs(model, bench)
     result = _results(identity, bench, rows, inference_rows, reference, per_task, eval_seconds, model, macs,
                       complete=True, per_task_cpu=per_task_cpu, origin=origin)

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class Context:
     rank: int = 0
     world_size: int = 1
     _log_file: Any = None
+    loggers: Sequence[Any] = ()  # forgetless.loggers backends fed with every record
+    heartbeat: Any = None  # forgetless.loggers.Heartbeat when stderr is not a terminal
 
     def log(self, **values: Any) -> None:
         """Append one record to log.jsonl (tensors are converted here, so call sites stay cheap)."""
@@ -56,6 +58,10 @@ class Context:
             record[k] = v.item() if isinstance(v, torch.Tensor) else v
         self._log_file.write(json.dumps(record) + "\n")
         self._log_file.flush()
+        for logger in self.loggers:
+            logger.record(record)
+        if self.heartbeat is not None and isinstance(record.get("loss"), float):
+            self.heartbeat.loss = record["loss"]
 
     def should_log(self, batch: Batch) -> bool:
         """Whether ``batch`` is a log point: every ``log_every`` steps and the task's last step (the only
@@ -75,6 +81,8 @@ class Context:
         per_epoch = max(1, math.ceil(per_epoch / self.world_size))
         total = iterations if iterations else epochs * per_epoch
         bar = self.bar(total, f"task {self.task_index + 1}/{self.n_tasks} {desc}")
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         step = 0
         epoch = 0
         while step < total:
@@ -88,6 +96,8 @@ class Context:
                 step += 1
                 if bar is not None:
                     bar.update(1)
+                if self.heartbeat is not None:
+                    self.heartbeat.step(self.task_index, self.n_tasks, desc, step, total)
                 if step >= total:
                     break
             epoch += 1
