@@ -202,3 +202,31 @@ def test_show_gives_type_range_source_and_benchmark_defaults(capsys):
     assert "100000.0 (benchmark; class default 1000000000.0)" in ewc
     assert main(["show", "no-such-thing"]) == 2
     assert "unknown method or benchmark 'no-such-thing'" in capsys.readouterr().err
+
+
+def test_compare_per_method_overrides_reach_only_their_method(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    conf = tmp_path / "c.yaml"
+    conf.write_text("set: {iterations: 3, batch_size: 16, hidden: [8]}\nmethods: {ewc: {ewc_lambda: 7}}\n")
+    code = main(["compare", "-b", "split-digits", "--methods", "replay,ewc", "--config", str(conf), "--set",
+                 "replay.buffer_size=10", "--bench", "n_tasks=2", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    replay = json.loads((out / "replay" / "seed-0" / "results.json").read_text())["config"]
+    ewc = json.loads((out / "ewc" / "seed-0" / "results.json").read_text())["config"]
+    assert replay["buffer_size"] == 10 and "buffer_size" not in ewc
+    assert ewc["ewc_lambda"] == 7 and "ewc_lambda" not in replay
+    assert replay["iterations"] == ewc["iterations"] == 3
+
+
+def test_compare_validates_every_method_and_key_before_training(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    for argv, message in [
+        (["--set", "buffer_size=10"], "unknown --set key 'buffer_size' for finetune"),
+        (["--set", "ewc.nope=1"], "per-method options for ewc, which is not in --methods"),
+        (["--set", "replay.lr=-1"], "lr=-1.0 is out of range for replay"),
+    ]:
+        code = main(["compare", "-b", "split-digits", "--methods", "finetune,replay", "--set", "iterations=2",
+                     "--out", str(out), "--quiet", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()  # nothing was trained

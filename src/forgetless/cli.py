@@ -120,20 +120,33 @@ def _seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
 
 
-def _overrides(args) -> tuple[dict[str, Any], dict[str, Any]]:
-    method, bench = {}, {}
+def _overrides(args, per_method: bool = False) -> tuple[dict[str, Any], ...]:
+    """(--set, --bench) from --config and the flags (flags win); with ``per_method`` also the per-method map
+    of ``compare``: YAML ``methods: {replay: {buffer_size: 100}}`` and ``--set replay.buffer_size=100``."""
+    method, bench, methods_map = {}, {}, {}
+    allowed = {"set", "bench", "methods"} if per_method else {"set", "bench"}
     if getattr(args, "config", None):
         try:
             conf = yaml.safe_load(args.config.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"--config {args.config}: {exc}") from None
-        if not isinstance(conf, dict) or set(conf) - {"set", "bench"}:
-            raise ConfigError(f"--config {args.config}: expected a mapping with keys 'set' and/or 'bench'")
+        if not isinstance(conf, dict) or set(conf) - allowed:
+            keys = "'set', 'bench' and/or 'methods'" if per_method else "'set' and/or 'bench'"
+            raise ConfigError(f"--config {args.config}: expected a mapping with keys {keys}")
         method.update(conf.get("set") or {})
         bench.update(conf.get("bench") or {})
-    method.update(parse_kv(args.set_, "--set"))
+        for name, values in (conf.get("methods") or {}).items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"--config {args.config}: methods.{name} must be a mapping of --set keys")
+            methods_map.setdefault(str(name), {}).update(values)
+    for key, value in parse_kv(args.set_, "--set").items():
+        name, dot, sub = key.partition(".")
+        if per_method and dot:
+            methods_map.setdefault(name, {})[sub] = value
+        else:
+            method[key] = value
     bench.update(parse_kv(args.bench, "--bench"))
-    return method, bench
+    return (method, bench, methods_map) if per_method else (method, bench)
 
 
 def _list(what: str) -> None:
@@ -214,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             from .compare import compare
 
-            method_cfg, bench_cfg = _overrides(args)
+            method_cfg, bench_cfg, per_method = _overrides(args, per_method=True)
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
             compare(args.benchmark, methods, _seeds(args.seeds), args.out, scenario=args.scenario, config=method_cfg,
-                    bench_options=bench_cfg, workers=args.jobs, sweep=_sweep(args), overwrite=args.overwrite,
+                    bench_options=bench_cfg, method_configs=per_method, workers=args.jobs, sweep=_sweep(args),
+                    overwrite=args.overwrite,
                     device=args.device, data_root=args.data_dir, quiet=args.quiet, log=args.log,
                     log_every=args.log_every)
             print(f"written: {args.out}/table.md, summary.json, accuracy_matrices.png, accuracy_curves.png")
