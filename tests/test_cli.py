@@ -230,3 +230,14 @@ def test_compare_validates_every_method_and_key_before_training(tmp_path, capsys
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()  # nothing was trained
+
+
+def test_plot_draws_a_runs_matrix_curves_and_losses(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "-m", "ewc", "-b", "split-digits", "--set", "iterations=4", "--set", "hidden=8",
+                 "--bench", "n_tasks=2", "--out", str(run), "--quiet"]) == 0
+    assert main(["plot", str(run)]) == 0
+    for name in ("accuracy_matrix.png", "accuracy_curves.png", "losses.png"):
+        assert (run / name).stat().st_size > 5_000, name
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err

@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--scenario", "-s", default="class")
     show.add_argument("--data-dir")
 
+    plot = sub.add_parser("plot", help="PNG plots of finished or running runs: accuracy matrix, accuracy curves, "
+                                       "losses")
+    plot.add_argument("runs", nargs="+", type=Path, help="run directories (holding results.json)")
+    plot.add_argument("--out", "-o", type=Path, help="where to write (default: each run directory)")
+
     lst = sub.add_parser("list", help="list methods, benchmarks, datasets, scenarios or configs")
     lst.add_argument("what", nargs="?", default="all", choices=["all", "methods", "benchmarks", "datasets",
                                                                  "scenarios", "configs"])
@@ -186,6 +191,24 @@ def _show(name: str, benchmark: str | None, scenario: str, data_dir: str | None)
                           f"benchmarks {', '.join(sorted(benchmarks.BENCHMARKS))}")
 
 
+def _plot(runs: list[Path], out: Path | None) -> None:
+    import json
+
+    from . import plots
+
+    for run in runs:
+        path = run / "results.json"
+        try:
+            result = json.loads(path.read_text())
+            log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()] \
+                if (run / "log.jsonl").exists() else []
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{run}: not a run directory with a readable results.json ({exc})") from None
+        target = out / run.name if out is not None and len(runs) > 1 else out or run
+        for written in plots.run_plots(result, log, target):
+            print(f"written: {written}")
+
+
 def _help_set(argv: list[str]) -> bool:
     """``forgetless run -m METHOD [-b BENCH] --help-set``: the method's keys, without the run's required flags."""
     if not argv or argv[0] != "run" or "--help-set" not in argv:
@@ -208,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "list":
             _list(args.what)
+            return 0
+        if args.command == "plot":
+            _plot(args.runs, args.out)
             return 0
         if args.command == "show":
             _show(args.name, args.benchmark, args.scenario, args.data_dir)

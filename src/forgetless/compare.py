@@ -62,7 +62,8 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     if plots and (plotted := {m: rs for m, rs in by_method.items() if rs}):
         from . import plots as plotting
 
-        plotting.accuracy_heatmaps(plotted, out / "accuracy_matrices.png")
+        plotting.accuracy_heatmaps(plotted, out / "accuracy_matrices.png",
+                                   title=f"{benchmark}, {scenario}-IL, seeds {','.join(map(str, seeds))}")
         plotting.accuracy_curves(plotted, out / "accuracy_curves.png")
     print(table)
     if failures := [f for fs in failed.values() for f in fs]:
