@@ -2,7 +2,8 @@
 
 Runs are independent processes' worth of work (a run is a pure function of its arguments); each lands
 in ``OUT/<method>/seed-<s>/`` and a finished one is reused, so an interrupted comparison picks up where
-it stopped.
+it stopped. A run that diverges does not stop the comparison: it is shown as "diverged" in the table and
+left out of the means and plots.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fileio, runner
-from .errors import ConfigError
+from .errors import ConfigError, DivergedError
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -42,7 +43,20 @@ def finished_run(out: str | Path) -> dict[str, Any] | None:
 
 def _run_one(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Reuse a finished run made with the same settings, resume a partial one, else start it (unless
-    ``overwrite``)."""
+    ``overwrite``). A diverged run gives its partial results, marked ``"diverged"``.
+
+    Reuse reads results.json without the run's lock: it is written atomically, and a run still in
+    progress is not complete, so it goes on to runner.run, which takes the lock (and is refused if the
+    run is alive elsewhere)."""
+    try:
+        return _train_or_reuse(kwargs)
+    except DivergedError as err:
+        path = Path(kwargs["out"]) / "results.json"
+        partial = fileio.read_json(path) if path.exists() else {}
+        return {**partial, "diverged": err.marker(), "complete": False}
+
+
+def _train_or_reuse(kwargs: dict[str, Any]) -> dict[str, Any]:
     if not kwargs.get("overwrite"):
         if (existing := finished_run(kwargs["out"])) is not None:
             try:
@@ -87,23 +101,29 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     summary = {"benchmark": benchmark, "scenario": scenario, "seeds": seeds,
                "methods": {m: summarise(rs) for m, rs in by_method.items()}}
     fileio.write_json(out / "summary.json", summary)
-    if plots:
+    finished = {m: [r for r in rs if not r.get("diverged")] for m, rs in by_method.items()}
+    if plots and any(finished.values()):
         from . import plots as plotting
 
-        plotting.accuracy_heatmaps(by_method, out / "accuracy_matrices.png")
-        plotting.accuracy_curves(by_method, out / "accuracy_curves.png")
+        plotting.accuracy_heatmaps(finished, out / "accuracy_matrices.png")
+        plotting.accuracy_curves(finished, out / "accuracy_curves.png")
     print(table)
     return summary
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the runs that finished; diverged runs are counted, not averaged (their numbers are those
+    of the last task before the divergence)."""
     keys = ["final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"]
+    diverged = [r for r in results if r.get("diverged")]
+    results = [r for r in results if not r.get("diverged")]
     out: dict[str, Any] = {}
     for k in keys:
         m, s = mean_std([r.get(k) for r in results])
         out[k] = None if math.isnan(m) else {"mean": m, "std": s}
     out["train_seconds"] = mean_std([r["time"]["train_seconds"] for r in results])[0]
     out["n_runs"] = len(results)
+    out["n_diverged"] = len(diverged)
     return out
 
 
@@ -116,8 +136,15 @@ def table_markdown(benchmark: str, scenario: str, seeds: list[int], by_method: d
         "|---|---|---|---|---|---|---|",
     ]
     for m, rs in by_method.items():
+        n_diverged = sum(1 for r in rs if r.get("diverged"))
+        rs = [r for r in rs if not r.get("diverged")]
+        if not rs:
+            lines.append(f"| {m} | " + " | ".join(["diverged"] * 6) + " |")
+            continue
         cells = [fmt([r.get(k) for r in rs]) for k in
                  ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy")]
+        if n_diverged:
+            cells[0] += f" ({n_diverged} of {n_diverged + len(rs)} seeds diverged)"
         secs = mean_std([r["time"]["train_seconds"] for r in rs])[0]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {secs:.1f} |")
     return "\n".join(lines) + "\n"
