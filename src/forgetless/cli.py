@@ -1,7 +1,8 @@
 """The ``forgetless`` command line: run, compare, reproduce, list.
 
-Bad input (unknown method, benchmark, scenario, key or value; missing data) is one line on stderr and
-exit status 2; no traceback.
+Bad input (unknown method, benchmark, scenario, key or value; missing data; an --out in use by another
+run) is one line on stderr and exit status 2; no traceback. A run that diverged (nan/inf loss or
+parameters) is one line and exit status 3.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 import yaml
 
 from .config import parse_kv
-from .errors import ConfigError, ForgetlessError
+from .errors import ConfigError, DivergedError, ForgetlessError
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bench", action="append", metavar="KEY=VALUE", help="benchmark option")
     p.add_argument("--config", type=Path, help="YAML file with 'set:' and/or 'bench:' mappings (flags win)")
     p.add_argument("--data-dir", help="data root (default: $FORGETLESS_DATA, then ~/.cache/forgetless)")
-    p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda when available)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     _log_flags(p)
@@ -119,10 +121,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _seeds(text: str) -> list[int]:
+    from .runner import check_seed
+
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):  # a repeated seed would count one run twice
+        raise ConfigError(f"--seeds expects distinct comma-separated integers, got {text!r}")
+    for seed in seeds:
+        check_seed(seed)
+    return seeds
+
+
+def _check_paths(args) -> None:
+    """Bad --device, --out or --data-dir values, refused before anything is built or trained."""
+    from . import rundir
+    from .runner import check_device
+
+    check_device(args.device)
+    if args.out is not None:
+        rundir.check_out(args.out)
+    if args.data_dir is not None and Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
+        raise ConfigError(f"--data-dir {args.data_dir} is a file; valid: a directory (holding e.g. mnist/)")
 
 
 def _overrides(args, per_method: bool = False) -> tuple[dict[str, Any], ...]:
@@ -238,9 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "show":
             _show(args.name, args.benchmark, args.scenario, args.data_dir)
             return 0
+        _check_paths(args)
         if args.command == "run":
             from . import runner
 
+            if args.resume and args.overwrite:
+                raise ConfigError("--resume and --overwrite exclude each other; valid: one of them")
+            runner.check_seed(args.seed)
             method_cfg, bench_cfg = _overrides(args)
             out = args.out or Path("runs") / f"{args.method}-{args.benchmark}-{args.scenario}-s{args.seed}"
             result = runner.run(args.method, args.benchmark, scenario=args.scenario, seed=args.seed,
@@ -255,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
             method_cfg, bench_cfg, per_method = _overrides(args, per_method=True)
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+            if len(set(methods)) != len(methods):
+                raise ConfigError(f"--methods lists a method twice: {args.methods!r}; valid: distinct names")
             compare(args.benchmark, methods, _seeds(args.seeds), args.out, scenario=args.scenario, config=method_cfg,
                     bench_options=bench_cfg, method_configs=per_method, workers=args.jobs, sweep=_sweep(args),
                     overwrite=args.overwrite,
@@ -272,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                       log_every=args.log_every)
             return 0
     except ForgetlessError as exc:
-        print(f"forgetless: error: {exc}", file=sys.stderr)
+        # one line even when the message quotes a multi-line parser error (YAML's point at the bad column)
+        print("forgetless: error: " + " ".join(line.strip() for line in str(exc).splitlines() if line.strip()),
+              file=sys.stderr)
+        if isinstance(exc, DivergedError):
+            return EXIT_DIVERGED
         return getattr(exc, "exit_code", EXIT_USAGE)  # RunsFailedError: 1 unless every failure was bad input
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
         import os

@@ -59,7 +59,9 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     summary = {"benchmark": benchmark, "scenario": scenario, "seeds": seeds,
                "methods": {m: summarize(rs, failed[m]) for m, rs in by_method.items()}}
     fileio.write_json(out / "summary.json", summary)
-    if plots and (plotted := {m: rs for m, rs in by_method.items() if rs}):
+    # diverged runs are counted in the table, not drawn: their numbers stop at the task before the divergence
+    plotted = {m: [r for r in rs if not r.get("diverged")] for m, rs in by_method.items()}
+    if plots and (plotted := {m: rs for m, rs in plotted.items() if rs}):
         from . import plots as plotting
 
         plotting.accuracy_heatmaps(plotted, out / "accuracy_matrices.png",
@@ -101,6 +103,8 @@ def cpu_seconds(result: dict[str, Any]) -> float | None:
 
 def summarize(results: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     keys = ["final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"]
+    diverged = [r for r in results if r.get("diverged")]  # counted, not averaged
+    results = [r for r in results if not r.get("diverged")]
     out: dict[str, Any] = {}
     for k in keys:
         m, s = mean_std([r.get(k) for r in results])
@@ -110,6 +114,7 @@ def summarize(results: list[dict[str, Any]], failed: list[dict[str, Any]] | None
     cpu = mean_std([cpu_seconds(r) for r in results])[0]
     out["train_cpu_seconds"] = None if math.isnan(cpu) else cpu
     out["n_runs"] = len(results)
+    out["n_diverged"] = len(diverged)
     if failed:  # absent when every run finished, so summary.json is unchanged then
         out["failed"] = [{k: f[k] for k in ("seed", "out", "error")} for f in failed]
     return out
@@ -127,11 +132,15 @@ def table_markdown(benchmark: str, scenario: str, seeds: list[int], by_method: d
     for m, rs in by_method.items():
         n_failed = len((failed or {}).get(m, []))
         name = f"{m} ({n_failed} of {n_failed + len(rs)} runs failed)" if n_failed else m
-        if not rs and n_failed:
-            lines.append(f"| {name} | " + " | ".join(["failed"] * 7) + " |")
+        n_diverged = sum(1 for r in rs if r.get("diverged"))
+        rs = [r for r in rs if not r.get("diverged")]
+        if not rs and (n_failed or n_diverged):
+            lines.append(f"| {name} | " + " | ".join(["failed" if n_failed else "diverged"] * 7) + " |")
             continue
         cells = [fmt([r.get(k) for r in rs]) for k in
                  ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy")]
+        if n_diverged:
+            cells[0] += f" ({n_diverged} of {n_diverged + len(rs)} seeds diverged)"
         secs = mean_std([r["time"]["train_seconds"] for r in rs])[0]
         cpu = mean_std([cpu_seconds(r) for r in rs])[0]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {cpu:.1f} | {secs:.1f} |")

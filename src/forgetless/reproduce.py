@@ -33,7 +33,7 @@ import yaml
 
 from . import fileio
 from .compare import mean_std
-from .errors import ConfigError
+from .errors import ConfigError, choices
 from .sweep import RunsFailedError, finished_run, is_failure, run_many
 
 PERCENT_METRICS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"}
@@ -123,6 +123,37 @@ def command(row: dict[str, Any], seed: int, out: Path) -> str:
     return shlex.join(parts)
 
 
+def check_row(row: dict[str, Any], seeds: list[int]) -> None:
+    """Refuse a row whose method, benchmark, scenario, --set / --bench keys and values or seeds are invalid, without
+    loading data or building a network, so neither --dry-run nor a long reproduction prints or starts runs that
+    would fail later. (Defaults a method derives from the benchmark are not applied here: keys and types are.)"""
+    from . import benchmarks
+    from . import config as cfg
+    from .benchmarks.base import check_scenario
+    from .methods import METHODS
+    from .runner import check_seed
+
+    where = f"row {row['label']!r}"
+    try:
+        check_scenario(row["scenario"])
+        if row["method"] not in METHODS:
+            raise ConfigError(f"unknown method {row['method']!r}; valid: {choices(METHODS)}")
+        spec = benchmarks.BENCHMARKS.get(row["benchmark"])
+        if spec is None:
+            raise ConfigError(f"unknown benchmark {row['benchmark']!r}; valid: {choices(benchmarks.BENCHMARKS)}")
+        if row["scenario"] not in spec.scenarios:
+            raise ConfigError(f"benchmark {row['benchmark']!r} does not support scenario {row['scenario']!r}")
+        cls = METHODS[row["method"]].cls
+        if row["scenario"] not in cls.scenarios:
+            raise ConfigError(f"method {row['method']!r} does not support the {row['scenario']} scenario")
+        cfg.build(spec.options, row["bench"], what="--bench key", owner=row["benchmark"])
+        cfg.build(cls.Config, row["set"], what="--set key", owner=row["method"])
+        for seed in seeds:
+            check_seed(seed)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def _select_rows(rows: list[dict[str, Any]], only: str | None) -> list[dict[str, Any]]:
     """Rows whose label contains ``only`` (case-insensitive); a label given exactly selects that row alone,
     since labels such as "S-CL1 HNET" are prefixes of others ("S-CL1 HNET+R")."""
@@ -152,6 +183,7 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
         row["set"] = {**row["set"], **(overrides or {})}
         row["bench"] = {**row["bench"], **(bench_overrides or {})}
         row_seeds = seeds if seeds is not None else row["seeds"]
+        check_row(row, row_seeds)  # every row before the first command is printed or run
         row["commands"] = []
         for s in row_seeds:
             run_out = out / _slug(row["label"]) / f"seed-{s}"
@@ -169,7 +201,8 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
     failures = []
     for row in rows:
         mine = [r for r, o in zip(results, owners, strict=True) if o is row and r is not None]
-        row["results"] = [r for r in mine if not is_failure(r)]
+        row["results"] = [r for r in mine if not is_failure(r) and not r.get("diverged")]
+        row["diverged"] = sum(1 for r in mine if not is_failure(r) and r.get("diverged"))  # shown, not averaged
         if failed := [r for r in mine if is_failure(r)]:  # the key is absent when every run finished
             row["failed"] = [{k: f[k] for k in ("seed", "out", "error")} for f in failed]
             failures += failed
@@ -212,7 +245,10 @@ def table_markdown(conf: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         m, s = row["ours"]
         spread = f" ± {s * scale:.2f}" if len(row["results"]) > 1 else ""
         n_failed = len(row.get("failed", []))
-        ours = ("failed" if n_failed else "n/a") if math.isnan(m) else f"{m * scale:.2f}{spread}"
+        ours = (("failed" if n_failed else "diverged" if row.get("diverged") else "n/a") if math.isnan(m)
+                else f"{m * scale:.2f}{spread}")
+        if row.get("diverged") and not math.isnan(m):
+            ours += f" ({row['diverged']} diverged)"
         diff = "–" if pm is None or math.isnan(m) else f"{m * scale - pm:+.2f}"
         n_seeds = f"{len(row['results'])} ({n_failed} failed)" if n_failed else str(len(row["results"]))
         lines.append(f"| {row['label']} | {row['metric']} | {paper} | {ours} | {diff} | {n_seeds} | "

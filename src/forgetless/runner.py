@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import random
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -20,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, checkpoint, fileio, loggers, metrics, provenance
+from . import __version__, benchmarks, checkpoint, fileio, loggers, metrics, provenance, rundir
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
-from .errors import ConfigError, ForgetlessError, RunExistsError
+from .errors import ConfigError, DivergedError, ForgetlessError, RunExistsError
 from .methods import base as mbase
+from .training.divergence import check_parameters
 
 CHECKPOINT_FORMAT = checkpoint.FORMAT  # 2: the method as a code-free tree (checkpoint.py); 1 was a pickle
 EVAL_BATCH = 1000
@@ -38,6 +40,15 @@ def seed_everything(seed: int) -> None:
 
 def task_seed(seed: int, task_index: int) -> int:
     return (seed * 1_000_003 + task_index * 7919 + 17) % 2**62
+
+
+DEVICE_SYNTAX = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: str | torch.device | None) -> None:
+    """Refuse a device string other than auto, cpu, cuda, cuda:N (torch's own error is a traceback)."""
+    if isinstance(device, str) and not DEVICE_SYNTAX.fullmatch(device):
+        raise ConfigError(f"--device {device!r} is not valid; valid: auto, cpu, cuda, cuda:N")
 
 
 _WARM = False
@@ -58,11 +69,15 @@ def warm_up() -> None:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    check_device(device)
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but CUDA is not available; valid here: cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device} does not exist; valid here: cpu, cuda, "
+                          f"cuda:0..{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -219,22 +234,36 @@ def run(
     """Run ``method`` on ``benchmark`` and return the results dictionary (also written to ``out``).
 
     ``method``/``benchmark`` are registry names (built with ``config``/``bench_options``) or ready
-    objects. With ``out`` set, results, the log and a checkpoint after every task are written there.
+    objects. With ``out`` set, results, the log and a checkpoint after every task are written there, under
+    an exclusive lock on ``out`` (a second run into it is refused). A run whose loss or parameters stop
+    being finite raises :class:`DivergedError` (results.json then says ``"diverged"``).
     ``log``: extra logging backends (``csv``, ``tensorboard``, ``wandb``; see :mod:`forgetless.loggers`), fed
     every ``log_every`` steps; when stderr is not a terminal (and not ``quiet``) a heartbeat line is printed
     every ``heartbeat_seconds``.
     """
+    check_seed(seed)
     backends = loggers.parse(log)
     if log_every < 1 or not heartbeat_seconds > 0:
         raise ConfigError(f"--log-every must be >= 1 (got {log_every}) and the heartbeat interval > 0")
     device = resolve_device(device)
     warm_up()
     bench, method_name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
+    if out is None:
+        return _run(bench, method_name, model, device, seed, None, resume, overwrite, evaluate_future,
+                    keep_checkpoints, quiet, backends, log_every, heartbeat_seconds, data_root)
+    with rundir.locked(Path(out)):  # taken after the options are known good: a typo leaves no directory
+        return _run(bench, method_name, model, device, seed, Path(out), resume, overwrite, evaluate_future,
+                    keep_checkpoints, quiet, backends, log_every, heartbeat_seconds, data_root)
+
+
+def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.device, seed: int,
+         out_dir: Path | None, resume: bool, overwrite: bool, evaluate_future: bool, keep_checkpoints: bool,
+         quiet: bool, backends: Sequence[str] = (), log_every: int = 50, heartbeat_seconds: float = 30.0,
+         data_root: str | None = None) -> dict[str, Any]:
     info = bench.info()
     identity = _identity(method_name, bench, seed, mbase.config_dict(model))
     progress = not quiet and sys.stderr.isatty()
 
-    out_dir = Path(out) if out is not None else None
     rows: list[list[float]] = []
     reference: list[float] = []
     inference_rows: list[list[float]] = []
@@ -244,7 +273,6 @@ def run(
     start = 0
     if out_dir is not None:
         ckpt = _check_out_dir(out_dir, resume, overwrite)
-        out_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is not None:
             state = checkpoint.read(ckpt, template=model)  # never unpickles code: see checkpoint.py
             if state.get("format") != CHECKPOINT_FORMAT:
@@ -280,6 +308,7 @@ def run(
             t0, c0 = time.perf_counter(), time.process_time()
             model.train()
             model.learn(task.to(device), ctx)
+            check_parameters(model, i)  # one host read per task; the loss was checked at every log point
             per_task.append(time.perf_counter() - t0)
             per_task_cpu.append(time.process_time() - c0)
             t0 = time.perf_counter()
@@ -301,6 +330,9 @@ def run(
                 fileio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, reference,
                                                                    per_task, eval_seconds, model, None, complete=False,
                                                                    per_task_cpu=per_task_cpu, origin=origin))
+    except DivergedError as err:
+        raise _diverged(err, out_dir, log_file, identity, bench, rows, inference_rows, reference, per_task,
+                        eval_seconds, model) from None
     finally:
         if log_file is not None:
             log_file.close()
@@ -312,6 +344,29 @@ def run(
     if out_dir is not None:
         fileio.write_json(out_dir / "results.json", result)
     return result
+
+
+def check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed {seed!r} is out of range; valid: an integer in 0..2**63-1")
+
+
+def _diverged(err: DivergedError, out_dir: Path | None, log_file, identity, bench: Benchmark, rows, inference_rows,
+              reference, per_task, eval_seconds, model) -> DivergedError:
+    """Record the divergence (log.jsonl, results.json: not complete, ``"diverged"``) and the error to raise.
+    The tasks finished before it keep their checkpoint, which is not touched here."""
+    if out_dir is None:
+        return err
+    if log_file is not None:
+        log_file.write(json.dumps({"task": err.task - 1, "event": "diverged", **err.marker()}) + "\n")
+    result = _results(identity, bench, rows, inference_rows, reference, per_task, eval_seconds, model, None,
+                      complete=False)
+    result["diverged"] = err.marker()
+    fileio.write_json(out_dir / "results.json", result)
+    kept = f"checkpoints/task-{err.task - 1}.pt is kept" if err.task > 1 else "no task finished"
+    return DivergedError(f"{out_dir}: {err}; {kept}, results.json marks the run diverged (try a lower lr or "
+                         f"grad_clip)", task=err.task, step=err.step, name=err.name,
+                         value=err.value)
 
 
 def _same_run(saved: dict, current: dict, defaults: dict) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fileio, runner
-from .errors import ConfigError, ForgetlessError, choices
+from .errors import ConfigError, DivergedError, ForgetlessError, choices
 
 BACKENDS = ("local", "ray")
 RAY_MISSING = "--backend ray needs Ray, which is not installed: pip install 'forgetless[ray]'"
@@ -57,7 +57,21 @@ def finished_run(out: str | Path) -> dict[str, Any] | None:
 
 def _run_one(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Reuse a finished run made with the same settings, resume a partial one, else start it (unless
-    ``overwrite``). This is ``forgetless run``'s code path, whatever the backend."""
+    ``overwrite``). This is ``forgetless run``'s code path, whatever the backend. A diverged run gives its
+    partial results, marked ``"diverged"`` (shown in the table, not averaged).
+
+    Reuse reads results.json without the run's lock: it is written atomically, and a run still in progress
+    is not complete, so it goes on to runner.run, which takes the lock (and is refused if the run is alive
+    elsewhere)."""
+    try:
+        return _train_or_reuse(kwargs)
+    except DivergedError as err:
+        path = Path(kwargs["out"]) / "results.json"
+        partial = fileio.read_json(path) if path.exists() else {}
+        return {**partial, "diverged": err.marker(), "complete": False}
+
+
+def _train_or_reuse(kwargs: dict[str, Any]) -> dict[str, Any]:
     if not kwargs.get("overwrite"):
         if (existing := finished_run(kwargs["out"])) is not None:
             try:
@@ -158,6 +172,8 @@ class _Progress:
         self.done += 1
         if is_failure(result):
             what = f"FAILED: {result['error']}"
+        elif result.get("diverged"):
+            what = "diverged at task {task}, step {step} ({name}={value})".format(**result["diverged"])
         elif result.get("metric") == "mse" and result.get("final_mse") is not None:
             what = f"final MSE {result['final_mse']:.5f}"
         elif result.get("final_accuracy") is not None:

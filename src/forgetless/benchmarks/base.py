@@ -303,6 +303,10 @@ def build(name: str, scenario: str = "class", seed: int = 0, data_root: str | No
         raise ConfigError(f"benchmark {name!r} does not support scenario {scenario!r}; "
                           f"valid: {choices(spec.scenarios)}")
     opts = cfg.build(spec.options, options, what="--bench key", owner=name)
+    for key in ("train_per_class", "test_per_class"):  # shared by the option classes; 0 crashes, < 0 drops one
+        value = getattr(opts, key, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--bench {key}={value} is out of range; valid: an integer >= 1 (or none: all)")
     bench = spec.factory(scenario=scenario, seed=seed, opts=opts, data_root=data_root)
     bench.options = cfg.to_dict(opts)
     return bench

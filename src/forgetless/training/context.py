@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..benchmarks.base import Split
+from .divergence import check_logged
 
 
 @dataclass
@@ -50,18 +51,20 @@ class Context:
     heartbeat: Any = None  # forgetless.loggers.Heartbeat when stderr is not a terminal
 
     def log(self, **values: Any) -> None:
-        """Append one record to log.jsonl (tensors are converted here, so call sites stay cheap)."""
-        if self._log_file is None or self.rank != 0:
-            return
+        """Append one record to log.jsonl (tensors are converted here, so call sites stay cheap) and stop the
+        run with :class:`~forgetless.errors.DivergedError` if a logged number is nan or inf: log points are
+        where values are read back anyway, so the check costs no extra device synchronisation."""
         record = {"task": self.task_index, "time": round(time.time(), 3)}
         for k, v in values.items():
             record[k] = v.item() if isinstance(v, torch.Tensor) else v
-        self._log_file.write(json.dumps(record) + "\n")
-        self._log_file.flush()
-        for logger in self.loggers:
-            logger.record(record)
+        if self._log_file is not None and self.rank == 0:
+            self._log_file.write(json.dumps(record) + "\n")  # the bad value too: it is the evidence
+            self._log_file.flush()
+            for logger in self.loggers:
+                logger.record(record)
         if self.heartbeat is not None and isinstance(record.get("loss"), float):
             self.heartbeat.loss = record["loss"]
+        check_logged(record, self.task_index)
 
     def should_log(self, batch: Batch) -> bool:
         """Whether ``batch`` is a log point: every ``log_every`` steps and the task's last step (the only
