@@ -49,6 +49,33 @@ def test_read_idx_rejects_bad_magic_and_size(tmp_path):
         fh.write(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abc")
     with pytest.raises(ChecksumError, match="payload"):
         data.read_idx(tmp_path / "short.gz")
+    with gzip.open(tmp_path / "long.gz", "wb") as fh:
+        fh.write(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + b"abc")
+    with pytest.raises(ChecksumError, match="payload"):
+        data.read_idx(tmp_path / "long.gz")
+
+
+@pytest.mark.parametrize("shape", [(50, 1, 7, 5), (33, 3, 4, 4)])
+def test_channel_statistics_of_uint8_equal_the_float_computation(shape):
+    x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    reference = x.double() / 255.0
+    mean, std = dbase.channel_statistics(x, chunk=100)  # a small chunk: many chunks of 2 samples
+    torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), reference.mean(dim=(0, 2, 3)),
+                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.tensor(std, dtype=torch.float64), reference.std(dim=(0, 2, 3)),
+                               rtol=1e-12, atol=0)
+    # and what the dataset used to compute: float32, the same to float32 rounding
+    old = x.float().div_(255.0)
+    torch.testing.assert_close(torch.tensor(mean), old.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(torch.tensor(std), old.std(dim=(0, 2, 3)))
+    assert (data.Dataset("r", x, torch.zeros(len(x)), x, torch.zeros(len(x)), ["0"]).mean) == mean
+
+
+def test_dataset_statistics_leave_float_inputs_untouched():
+    x = torch.full((4, 3), 51.0)
+    ds = data.Dataset("f", x, torch.zeros(4), x, torch.zeros(4), ["0"])
+    assert torch.equal(x, torch.full((4, 3), 51.0))  # they were divided by 255 in place
+    assert ds.mean == pytest.approx((0.2, 0.2, 0.2))
 
 
 @pytest.mark.parametrize("name,attr", [("mnist", "MNIST_FILES"), ("fashion-mnist", "FASHION_FILES"),

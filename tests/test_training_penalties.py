@@ -14,6 +14,7 @@ from forgetless import methods
 from forgetless.training.distillation import hard_target_loss, soft_target_loss
 from forgetless.training.penalties import (
     Anchor,
+    AnchorSum,
     PathIntegral,
     fisher_diagonal,
     output_sensitivity,
@@ -85,6 +86,63 @@ def test_quadratic_penalty_hand_computed():
     assert float(quadratic_penalty({"w": w}, anchors).detach()) == pytest.approx(13.5)
 
 
+def test_anchor_sum_equals_the_loop_over_anchors_in_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    shapes = {"w": (7, 5), "b": (5,)}
+    theta = {n: nn.Parameter(torch.randn(s, generator=g)) for n, s in shapes.items()}
+    anchors, summed = [], AnchorSum()
+    for t in range(6):
+        star = {n: torch.randn(s, generator=g) * 0.5 for n, s in shapes.items()}
+        fisher = {n: torch.rand(s, generator=g).pow(3) * 10.0 ** (t - 3) for n, s in shapes.items()}
+        fisher["w"][0] = 0.0  # a parameter no task cares about: A = 0, whatever mu is
+        anchors.append(Anchor(star, fisher))
+        summed.add(star, fisher)
+        values = []
+        for penalty in (quadratic_penalty(theta, anchors), summed.penalty(theta)):
+            grads = torch.autograd.grad(penalty, list(theta.values()))
+            values.append((penalty.detach(), grads))
+        (old, old_grads), (new, new_grads) = values
+        torch.testing.assert_close(new, old, rtol=1e-5, atol=0)
+        for a, b in zip(new_grads, old_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert summed.count == 6 and summed.nbytes() == anchors[0].nbytes()  # one anchor's worth whatever the count
+
+
+def test_anchor_sum_of_one_anchor_is_that_anchor_bit_for_bit():
+    g = torch.Generator().manual_seed(1)
+    theta = {"w": nn.Parameter(torch.randn(50, generator=g))}
+    anchor = Anchor({"w": torch.randn(50, generator=g)}, {"w": torch.rand(50, generator=g)})
+    summed = AnchorSum()
+    summed.add(anchor.params, anchor.importance)
+    assert torch.equal(summed.penalty(theta), quadratic_penalty(theta, [anchor]))
+
+
+def test_ewc_state_stays_flat_with_the_number_of_tasks_and_old_checkpoints_load():
+    import pickle
+
+    info = synthetic_benchmark("task", n_tasks=3).info()
+    ewc = methods.create("ewc", info, ewc_lambda=10.0)
+    sizes = []
+    for t in range(5):
+        ewc.consolidate({n: torch.full_like(p, float(t + 1)) for n, p in trainable(ewc).items()})
+        with torch.no_grad():
+            for p in ewc.parameters():
+                p.add_(0.1)
+        sizes.append(ewc.storage()["penalty_bytes"])
+    assert sizes[1:] == [sizes[0]] * 4 and sizes[0] == 2 * ewc.storage()["model_bytes"]
+    # a method pickled before the sum (one Anchor per task in .anchors) folds them in when loaded
+    old = methods.create("ewc", info, ewc_lambda=10.0)
+    anchors = [Anchor({n: p.detach() + k for n, p in trainable(old).items()},
+                      {n: torch.full_like(p, k + 1.0) for n, p in trainable(old).items()}) for k in range(3)]
+    state = old.__getstate__()
+    del state["penalty_terms"]
+    state["anchors"] = anchors
+    old.__setstate__(state)
+    reference = 0.5 * 10.0 * quadratic_penalty(trainable(old), anchors)
+    torch.testing.assert_close(old.extra_loss(None, None, None, None), reference)
+    assert pickle.loads(pickle.dumps(old)).penalty_terms.count == 3
+
+
 def test_path_integral_accumulates_minus_gradient_times_step():
     w = nn.Parameter(torch.tensor([0.0, 0.0]))
     path = PathIntegral({"w": w})
@@ -117,10 +175,18 @@ def test_ewc_keeps_a_term_per_task_and_online_ewc_a_decayed_running_fisher():
             for p in model.parameters():
                 p.add_(1.0)
         model.consolidate(f2)
-    assert len(ewc.anchors) == 2 and len(online.anchors) == 1
+    assert ewc.penalty_terms.count == 2 and online.penalty_terms.count == 1
     for name, p in trainable(online).items():
-        torch.testing.assert_close(online.anchors[0].importance[name], f2[name] + 0.5 * f1[name])  # F2 + gamma F1
-        torch.testing.assert_close(online.anchors[0].params[name], p.detach())  # latest parameters
+        running = online.penalty_terms.anchor
+        torch.testing.assert_close(running.importance[name], f2[name] + 0.5 * f1[name])  # F2 + gamma F1
+        torch.testing.assert_close(running.params[name], p.detach())  # latest parameters
+    assert online.penalty_terms.constant == 0.0
+    # EWC: F1 (theta - theta1)^2 + F2 (theta - theta1 - 1)^2 = 5 (theta - theta1 - 0.8)^2 + 0.8 per parameter
+    for name, p in trainable(ewc).items():
+        torch.testing.assert_close(ewc.penalty_terms.anchor.importance[name], f1[name] + f2[name])
+        torch.testing.assert_close(ewc.penalty_terms.anchor.params[name], p.detach() - 0.2)
+    n_params = sum(p.numel() for p in trainable(ewc).values())
+    assert ewc.penalty_terms.constant == pytest.approx(0.8 * n_params, rel=1e-6)
     # penalty = lambda/2 * gamma * sum F~ (theta - theta*)^2 with every parameter moved by 1 from the anchor
     with torch.no_grad():
         for p in online.parameters():

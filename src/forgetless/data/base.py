@@ -8,12 +8,14 @@ deep inside gzip/numpy.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import ChecksumError, DatasetNotFoundError
@@ -38,10 +40,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if not self.mean:
-            x = self.train_x.float().div_(255.0)
-            dims = [d for d in range(x.dim()) if d != 1]
-            self.mean = tuple(x.mean(dim=dims).tolist())
-            self.std = tuple(x.std(dim=dims).tolist())
+            self.mean, self.std = channel_statistics(self.train_x)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -50,6 +49,38 @@ class Dataset:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+
+def channel_statistics(x: torch.Tensor, chunk: int = 1 << 20) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and unbiased std of ``x / 255`` per channel (dim 1), over every other dim.
+
+    For uint8 images the statistics are exact and cost no float copy of the dataset (a float32 copy of MNIST
+    is 188 MB, and ``std`` made a second one): per channel a 256-bin histogram, accumulated over chunks of
+    about ``chunk`` values, gives the integer sums S1 = sum v and S2 = sum v^2, then mean = S1 / (255 n) and
+    var = (n S2 - S1^2) / (n (n - 1) 255^2), both divided exactly in Python integers and rounded once.
+    Other dtypes (user features, usually small) take the plain float computation, out of place.
+    """
+    if x.dtype != torch.uint8 or x.dim() < 2:
+        xf = x.float() / 255.0  # out of place: .float() of a float32 tensor is the tensor itself
+        dims = [d for d in range(xf.dim()) if d != 1]
+        mean, std = xf.mean(dim=dims), xf.std(dim=dims)
+        return tuple(mean.reshape(-1).tolist()), tuple(std.reshape(-1).tolist())
+    channels = x.shape[1]
+    images = x.reshape(x.shape[0], channels, math.prod(x.shape[2:])).numpy()
+    counts = np.zeros((channels, 256), dtype=np.int64)
+    step = max(1, chunk // max(channels * images.shape[2], 1))
+    for start in range(0, len(images), step):
+        for c in range(channels):
+            # numpy's bincount: 20x faster than torch's here, and it widens only a chunk to intp
+            counts[c] += np.bincount(images[start : start + step, c].ravel(), minlength=256)
+    values = np.arange(256, dtype=np.int64)
+    means, stds = [], []
+    for c in range(channels):
+        # int64 is exact here: s2 <= n * 255^2 < 2^63 for n below 10^14 values per channel
+        n, s1, s2 = int(counts[c].sum()), int(counts[c] @ values), int(counts[c] @ values**2)
+        means.append(s1 / (255 * n) if n else math.nan)
+        stds.append(math.sqrt((n * s2 - s1 * s1) / (n * (n - 1) * 255 * 255)) if n > 1 else math.nan)
+    return tuple(means), tuple(stds)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import torch
 from ..errors import ChecksumError
 from .base import Dataset, RemoteFile, ensure_files
 
+_BLOCK = 1 << 20
+
 _IDX_NAMES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -21,20 +23,34 @@ _IDX_NAMES = (
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Decode an IDX file (magic 0x0000 08 <ndim>, big-endian int32 dims, uint8 data)."""
+    """Decode an IDX file (magic 0x0000 08 <ndim>, big-endian int32 dims, uint8 data).
+
+    The payload is decompressed straight into the (writable) array it returns: reading the whole file into
+    bytes and copying them out held the decompressed images twice.
+    """
     try:
         with gzip.open(path, "rb") as fh:
-            raw = fh.read()
+            magic = fh.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != 0x08:
+                raise ChecksumError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+            header = fh.read(4 * magic[3])
+            if len(header) != 4 * magic[3]:
+                raise ChecksumError(f"{path}: IDX header is truncated")
+            dims = tuple(int.from_bytes(header[4 * i : 4 * i + 4], "big") for i in range(magic[3]))
+            out = np.empty(dims, dtype=np.uint8)
+            view, got = memoryview(out.reshape(-1)), 0
+            while got < out.size:  # in blocks: GzipFile.readinto would build the whole payload as bytes first
+                n = fh.readinto(view[got : got + _BLOCK])
+                if not n:
+                    break
+                got += n
+            extra = len(fh.read(1))
     except (OSError, EOFError, zlib.error) as exc:
         raise ChecksumError(f"{path}: not a valid gzip file ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ChecksumError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(dims)):
-        raise ChecksumError(f"{path}: IDX payload has {len(raw) - offset} bytes, header says {dims}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    if got != out.size or extra:
+        payload = f"{got}" if not extra else f"more than {got}"
+        raise ChecksumError(f"{path}: IDX payload has {payload} bytes, header says {dims}")
+    return out
 
 
 def idx_files(md5s: tuple[str, str, str, str], mirrors: tuple[str, ...]) -> tuple[RemoteFile, ...]:
@@ -46,7 +62,7 @@ def idx_files(md5s: tuple[str, str, str, str], mirrors: tuple[str, ...]) -> tupl
 def load_idx_dataset(name: str, files: tuple[RemoteFile, ...], classes: list[str], root, download) -> Dataset:
     paths = ensure_files(name, files, root, download)
     arrays = [read_idx(paths[n]) for n in _IDX_NAMES]
-    train_x, train_y, test_x, test_y = (torch.from_numpy(a.copy()) for a in arrays)
+    train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in arrays)  # read_idx's arrays are fresh
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise ChecksumError(f"{name}: image and label files disagree on the number of samples")
     return Dataset(

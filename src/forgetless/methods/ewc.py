@@ -2,6 +2,9 @@
 
 EWC keeps, for every finished task k, the parameters theta*_k and the diagonal Fisher F_k computed on that
 task's training data after training on it, and adds ``lambda/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2``.
+That sum is kept as one quadratic, ``A (theta - mu)^2 + D`` (:class:`~forgetless.training.penalties.AnchorSum`):
+the same loss and gradient to float rounding, but a step and a state that stay flat with the number of tasks
+(a loop over the stored terms made a step at task 10 of permuted MNIST 3.7x a fine-tuning step).
 Online EWC keeps a single term: the running Fisher F~ = F_t + gamma * F~ and the latest parameters, and
 adds ``lambda/2 * sum_i gamma * F~_i (theta_i - theta*_i)^2`` (Schwarz et al., Eq. 7; van de Ven & Tolias'
 code applies the decay in the penalty the same way).
@@ -19,7 +22,7 @@ from ..benchmarks.base import Task
 from ..errors import ConfigError
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
-from ..training.penalties import Anchor, detached, fisher_diagonal, quadratic_penalty, trainable
+from ..training.penalties import AnchorSum, fisher_diagonal, trainable
 from .base import register
 from .published_strengths import published
 from .sequential import SequentialClassifier
@@ -47,7 +50,16 @@ class EWC(SequentialClassifier):
 
     def __init__(self, info, config=None, backbone=None) -> None:
         super().__init__(info, config, backbone)
-        self.anchors: list[Anchor] = []
+        self.penalty_terms = AnchorSum()
+
+    def __setstate__(self, state) -> None:
+        # checkpoints written before the sum kept one Anchor per task: fold them in
+        old = state.pop("anchors", None)
+        super().__setstate__(state)
+        if old is not None and "penalty_terms" not in state:
+            self.penalty_terms = AnchorSum()
+            for anchor in old:
+                self.penalty_terms.add(anchor.params, anchor.importance)
 
     @classmethod
     def defaults(cls, info):
@@ -58,9 +70,9 @@ class EWC(SequentialClassifier):
         return self.config.ewc_lambda
 
     def extra_loss(self, batch, logits, task, ctx):
-        if not self.anchors:
+        if self.penalty_terms.anchor is None:
             return None
-        return 0.5 * self.strength * quadratic_penalty(trainable(self), self.anchors)
+        return 0.5 * self.strength * self.penalty_terms.penalty(trainable(self))
 
     def after_task(self, task: Task, ctx: Context) -> None:
         fisher = fisher_diagonal(self, task.train, self.info.active_labels(ctx.task_index),
@@ -69,10 +81,10 @@ class EWC(SequentialClassifier):
         self.consolidate(fisher)
 
     def consolidate(self, fisher) -> None:
-        self.anchors.append(Anchor(detached(trainable(self)), fisher))
+        self.penalty_terms.add(trainable(self), fisher)
 
     def storage(self):
-        return {"model_bytes": module_bytes(self), "penalty_bytes": sum(a.nbytes() for a in self.anchors)}
+        return {"model_bytes": module_bytes(self), "penalty_bytes": self.penalty_terms.nbytes()}
 
 
 @dataclass
@@ -101,7 +113,8 @@ class OnlineEWC(EWC):
         return self.config.ewc_lambda * self.config.gamma
 
     def consolidate(self, fisher) -> None:
-        if self.anchors:
-            running = self.anchors[0].importance
-            fisher = {n: f + self.config.gamma * running[n] for n, f in fisher.items()}
-        self.anchors = [Anchor(detached(trainable(self)), fisher)]
+        previous = self.penalty_terms.anchor
+        if previous is not None:
+            fisher = {n: f + self.config.gamma * previous.importance[n] for n, f in fisher.items()}
+        self.penalty_terms = AnchorSum()  # one term around the latest parameters: no constant
+        self.penalty_terms.add(trainable(self), fisher)

@@ -7,6 +7,22 @@
 - :class:`PathIntegral`: SI (Zenke et al., 2017), the running sum of -g * delta(theta) over a task,
   normalised by the squared parameter change plus a damping xi.
 - :func:`quadratic_penalty`: sum over anchors of importance * (theta - theta*)^2.
+- :class:`AnchorSum`: the same sum over any number of anchors kept as one anchor and a constant, so that
+  the penalty of t finished tasks costs one pass and one anchor's memory, not t.
+
+Reading of :class:`AnchorSum`. For every parameter, sum_t F_t (theta - theta*_t)^2 = A theta^2 - 2 B theta + C
+with A = sum_t F_t, B = sum_t F_t theta*_t, C = sum_t F_t theta*_t^2. That expanded form cancels
+catastrophically in float32: near the anchors A theta^2 and C are far larger than their difference (EWC's
+class-IL lambda is 1e9, so the parameters barely move). Measured by ``bench/penalty_numerics.py`` against a
+float64 loop (200k parameters of size 0.05, 10 anchors drifting 1e-5 per task, Fisher exp(-10 + 3 z)), the
+relative errors of loss and gradient are 5.5e-7 and 1.1e-5 for the float32 loop, 2.4e-3 and 2.8e-5 for the
+expanded form (parameters of size 0.3, drift 1e-6: its loss is 100 % off). The equal form A (theta - mu)^2 +
+D, mu = B / A and D = C - B^2 / A = sum_t F_t (theta*_t - mu)^2, subtracts no large numbers: 7.5e-7 and
+1.9e-5, the loop's precision (at size 0.3, drift 1e-6: gradient 8.2e-4 as the loop's 7.4e-4, loss 2e-4 against
+4e-5, from rounding mu to float32; both are float32's resolution of theta there).
+mu, A and D are updated per new anchor with the pooled-variance recurrence (A' = A + F, mu' = mu + F / A'
+(theta* - mu), D' = D + A F / A' (theta* - mu)^2), computed in float64 and stored as float32 (mu, A) and
+one float64 number (D, which only shifts the loss's value); where A' = 0 the term is zero whatever mu is.
 
 Per-sample gradient statistics are computed for a batch of samples at once, never with a Python loop over
 samples: exactly from layer inputs and output gradients for networks made of Linear layers, with
@@ -60,6 +76,43 @@ def quadratic_penalty(params: dict[str, torch.Tensor], anchors: list[Anchor]) ->
     if total is None:
         return torch.zeros((), device=next(iter(params.values())).device)
     return total
+
+
+class AnchorSum:
+    """sum_t sum_i F_t,i (theta_i - theta*_t,i)^2 over every anchor added, stored as A (theta - mu)^2 + D.
+
+    Same value and gradient as :func:`quadratic_penalty` over the list of anchors (to float rounding; with
+    one anchor it is that anchor, bit for bit), at the cost of one anchor whatever their number: see the
+    module docstring for the reading and the numerics.
+    """
+
+    def __init__(self) -> None:
+        self.anchor: Anchor | None = None  # params: mu, importance: A
+        self.constant = 0.0  # D, summed over parameters: a constant of the loss, not of its gradient
+        self.count = 0
+
+    def add(self, params: Params, importance: Params) -> None:
+        self.count += 1
+        if self.anchor is None:
+            self.anchor = Anchor({n: p.detach().clone() for n, p in params.items()},
+                                 {n: f.detach().clone() for n, f in importance.items()})
+            return
+        mu, weight = self.anchor.params, self.anchor.importance
+        for name, f in importance.items():
+            a, m = weight[name].double(), mu[name].double()
+            f, diff = f.detach().double(), params[name].detach().double() - m
+            total = a + f
+            share = torch.where(total > 0, f / total.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+            self.constant += float((a * share * diff.square()).sum())
+            mu[name] = (m + share * diff).to(mu[name].dtype)
+            weight[name] = total.to(weight[name].dtype)
+
+    def penalty(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = quadratic_penalty(params, [] if self.anchor is None else [self.anchor])
+        return total + self.constant if self.constant else total
+
+    def nbytes(self) -> int:
+        return 0 if self.anchor is None else self.anchor.nbytes()
 
 
 def _chunk(n_params: int) -> int:
