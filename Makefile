@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.forgetless-installed
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# the unit tests only: no real-MNIST integration test (about a third of the suite's time)
+test-fast: setup
+	$(PY) -m pytest -m "not mnist"
 
 bench: setup
 	$(PY) bench/run_bench.py
