@@ -307,3 +307,9 @@ def test_compare_reuses_a_finished_run_without_its_lock(capsys, tmp_path):
         assert code == 2 and "is in use by pid 1 on host h" in err
     finally:
         fh.close()
+
+
+def test_an_lr_so_large_that_torch_overflows_is_a_divergence_not_a_traceback(capsys, tmp_path):
+    code, _, err = _cli(_run(tmp_path, "--set", "lr=1e38"), capsys)  # Adam's step size lr/(1-beta1) overflows
+    assert code == 3 and "diverged at task 1 (a value overflowed" in err and "Traceback" not in err
+    _one_line(err)

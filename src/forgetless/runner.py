@@ -9,6 +9,7 @@ exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import random
 import re
@@ -307,7 +308,13 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
                                 log_every=log_every, _log_file=log_file, loggers=sinks, heartbeat=heartbeat)
             t0, c0 = time.perf_counter(), time.process_time()
             model.train()
-            model.learn(task.to(device), ctx)
+            try:
+                model.learn(task.to(device), ctx)
+            except RuntimeError as exc:  # torch's own overflow check (e.g. Adam's step size at lr=1e38)
+                if "overflow" not in str(exc):
+                    raise
+                raise DivergedError(f"diverged at task {i + 1} (a value overflowed: {exc})", task=i + 1, step=None,
+                                    name="overflow", value=math.inf) from None
             check_parameters(model, i)  # one host read per task; the loss was checked at every log point
             per_task.append(time.perf_counter() - t0)
             per_task_cpu.append(time.process_time() - c0)
