@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -31,7 +32,8 @@ from .masks import CCGN_TEMPERATURE, gumbel_sigmoid_gate
 from .taskwise import TaskBatchNorm
 
 GATE_HIDDEN = 16  # Sec. 3.2: one hidden layer of 16 units
-KERNEL_INITS = ("default", "kaiming")
+KernelInit = Literal["default", "kaiming"]
+KERNEL_INITS: tuple[str, ...] = get_args(KernelInit)
 GATE_BIAS = 3.0  # initial logit bias: gates start open (P(open) = sigmoid(3) = 0.95 with the logistic noise)
 
 
