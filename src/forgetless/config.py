@@ -8,7 +8,8 @@ one-line error listing the valid ones.
 Ranges are declared once, on the field (``lr: float = option(1e-3, gt=0)``), and checked for every field
 of every config when it is built: a method's ``validate()`` keeps only the checks that relate fields to
 each other. Every float must be finite unless its field says ``finite=False``; a ``Literal`` field must
-hold one of its values; bounds of a tuple/list field apply to each element.
+hold one of its values; bounds of a tuple/list field apply to each element. A subclass that overrides a
+field's default without declaring a range (``lr: float = 0.05``) keeps the range its base class declared.
 """
 
 from __future__ import annotations
@@ -65,22 +66,24 @@ def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: f
            le: float | None = None, lt: float | None = None, finite: bool = True, source: str = "",
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A config field with its valid range and, optionally, the source of its default (paper section or
-    released code), for ``forgetless show``."""
-    metadata = {"bounds": Bounds(ge, gt, le, lt, finite), "source": source}
+    released code), for ``forgetless show``. Without ge/gt/le/lt (and with ``finite=True``) the field declares
+    no range of its own: it keeps the one its base class declares, if any."""
+    metadata: dict[str, Any] = {"source": source}
+    if (ge, gt, le, lt) != (None, None, None, None) or not finite:
+        metadata["bounds"] = Bounds(ge, gt, le, lt, finite)
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
 def field_bounds(f: dataclasses.Field, tp: Any, cls: type | None = None) -> Bounds | None:
-    """The declared bounds of ``f`` — or of the same field in a base class of ``cls``, so that a subclass that
-    only changes a default (``lr: float = 0.05``) keeps the range — else FINITE for float fields, else None."""
+    """The bounds declared on ``f`` or, when ``f`` overrides a field of a base dataclass of ``cls`` without
+    declaring any, on the nearest base that does; else FINITE for float-typed fields, else None."""
+    for klass in (cls.__mro__ if cls is not None else ()):
+        base = vars(klass).get("__dataclass_fields__", {}).get(f.name)
+        if base is not None and "bounds" in base.metadata:
+            return base.metadata["bounds"]
     declared = f.metadata.get("bounds")
-    for klass in (cls.__mro__ if cls is not None and declared is None else ()):
-        base = getattr(klass, "__dataclass_fields__", {}).get(f.name)
-        if base is not None and base.metadata.get("bounds") is not None:
-            declared = base.metadata["bounds"]
-            break
     if declared is not None:
         return declared
     return FINITE if _mentions(tp, float) else None
@@ -112,7 +115,17 @@ def check_fields(obj: Any, owner: str = "") -> None:
                 shown = value if items is value else item
                 each = " (each entry)" if items is value else ""
                 integer = not _mentions(tp, float)
-                raise ConfigError(f"{f.name}={shown!r} is out of range{where}; valid{each}: {bounds.describe(integer)}")
+                raise ConfigError(f"{f.name}={shown!r} is out of range{where}; valid{each}: "
+                                  f"{bounds.describe(integer)}{_alternatives(tp)}")
+
+
+def _alternatives(tp: Any) -> str:
+    """The values a union field takes besides its numbers (``int | Literal["all"] | None``: ", or all, none")."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return ""
+    others = [v for a in typing.get_args(tp) if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+    others += ["none"] if type(None) in typing.get_args(tp) else []
+    return f", or {', '.join(str(v) for v in others)}" if others else ""
 
 
 def _literals(tp: Any) -> tuple[Any, ...]:

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from .. import data
+from ..config import option
 from ..errors import ConfigError, choices
 from ..nn.torchvision_layouts import IMAGENET_MEAN, IMAGENET_STD
 from .base import Benchmark, Split, Task, assign_labels, register
@@ -46,7 +48,6 @@ from .transforms import Compose, Invert, PermutePixels, Rotate90, ToFloat
 DOMAINS = ("mnist", "permuted", "rotated-90", "inverted", "shuffled-classes")
 _IDENTITY = {"mnist", "identity", "original"}
 _KNOWN = _IDENTITY | {"permuted", "rotated-90", "inverted", "shuffled-classes"}
-MEAN_STD = ("dataset", "imagenet")
 FOLDER_SIZE = 224  # decoding side of image folders when ``size`` is not given (the pretrained networks' input)
 
 
@@ -55,14 +56,16 @@ class DomainChainOptions:
     domains: tuple[str, ...] = DOMAINS  # a chain of transformations of ``base`` (ignored with ``datasets``)
     base: str = "mnist"  # the dataset the ``domains`` chain transforms
     datasets: tuple[str, ...] | None = None  # a chain of real datasets instead (the first is the pretraining task)
-    size: int | None = None  # common image side for ``datasets`` (default: the largest)
-    channels: int | None = None  # common channels for ``datasets`` (default: 3 if any is colour, else 1)
+    size: int | None = option(None, ge=4)  # common image side for ``datasets`` (default: the largest)
+    channels: Literal[1, 3] | None = None  # common channels for ``datasets`` (default: 3 if any is colour, else 1)
     val_fraction: float = 0.1
     train_per_class: int | None = None
     test_per_class: int | None = None
     normalize: bool | None = None  # None: off for the ``domains`` chain (inversion needs [0, 1]), on for ``datasets``
-    mean_std: str = "dataset"  # "dataset" (each task's own statistics) or "imagenet" (pretrained backbones)
-    test_fraction: float = 0.2  # image folders without a test/ folder: stratified test share per class
+    # "dataset" (each task's own statistics) or "imagenet" (pretrained backbones)
+    mean_std: Literal["dataset", "imagenet"] = "dataset"
+    # image folders without a test/ folder: stratified test share per class
+    test_fraction: float = option(0.2, gt=0, lt=1)
     skip_bad_images: bool = False  # image folders: leave undecodable files out (with a warning), else an error
 
     def validate(self) -> None:
@@ -76,14 +79,6 @@ class DomainChainOptions:
                 raise ConfigError("the inverted domain needs inputs in [0, 1]; use normalize=false")
         elif len(self.datasets) < 1:
             raise ConfigError("datasets needs at least one dataset name")
-        if self.size is not None and self.size < 4:
-            raise ConfigError(f"size must be >= 4, got {self.size}")
-        if self.mean_std not in MEAN_STD:
-            raise ConfigError(f"unknown mean_std {self.mean_std!r}; valid: {choices(MEAN_STD)}")
-        if not 0 < self.test_fraction < 1:
-            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if self.channels not in (None, 1, 3):
-            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
 
 
 def _derangement(n: int, g: torch.Generator) -> torch.Tensor:

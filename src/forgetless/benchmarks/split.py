@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from .. import data
+from ..config import option
 from ..errors import ConfigError
 from .base import Benchmark, Split, Task, assign_labels, register, relabel, stratified_split
 from .transforms import Compose, Pad, PermutePixels, RandomCropFlip, ToFloat, Transform
@@ -15,7 +17,7 @@ from .transforms import Compose, Pad, PermutePixels, RandomCropFlip, ToFloat, Tr
 
 @dataclass
 class SplitOptions:
-    classes_per_task: int = 2
+    classes_per_task: int = option(2, ge=1)
     # explicit order, "random" (from the seed), "vandeven" (van de Ven & Tolias' pairing for the seed) or None
     class_order: tuple[int, ...] | str | None = None
     n_tasks: int | None = None  # keep only the first n tasks
@@ -26,13 +28,7 @@ class SplitOptions:
     # the MNIST family and digits (pixels in [0, 1], as van de Ven & Tolias and the hypernetwork paper,
     # and as Bernoulli VAEs need), on for SVHN and CIFAR.
     normalize: bool | None = None
-    augment: str | None = None  # "crop", "crop,flip" or "none"; None = the dataset's default
-
-    def validate(self) -> None:
-        if self.classes_per_task < 1:
-            raise ConfigError(f"classes_per_task must be >= 1, got {self.classes_per_task}")
-        if self.augment not in (None, "none", "crop", "flip", "crop,flip"):
-            raise ConfigError(f"augment={self.augment!r} is not valid; valid: none, crop, flip, crop,flip")
+    augment: Literal["none", "crop", "flip", "crop,flip"] | None = None  # None = the dataset's default
 
 
 def _order(option, classes: list[int], seed: int) -> list[int]:
@@ -138,17 +134,13 @@ for _name, _ds, _bb, _aug, _desc in [
 
 @dataclass
 class PermutedOptions:
-    n_tasks: int = 10
-    pad: int = 2  # van de Ven & Tolias pad MNIST to 32x32 before permuting
+    n_tasks: int = option(10, ge=1)
+    pad: int = option(2, ge=0, source="van de Ven & Tolias")  # they pad MNIST to 32x32 before permuting
     val_fraction: float = 0.1
     train_per_class: int | None = None
     test_per_class: int | None = None
     normalize: bool = False  # as in van de Ven & Tolias and the hypernetwork paper: pixels in [0, 1]
     first_unpermuted: bool = True
-
-    def validate(self) -> None:
-        if self.n_tasks < 1 or self.pad < 0:
-            raise ConfigError("permuted-mnist needs n_tasks >= 1 and pad >= 0")
 
 
 @register("permuted-mnist", PermutedOptions, "MNIST with a fixed pixel permutation per task (task 1 unpermuted)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..config import option
 from .base import Benchmark, Split, Task, register
 from .transforms import Compose
 
@@ -44,16 +44,10 @@ TASKS = [
 
 @dataclass
 class ToyRegressionOptions:
-    n_train: int = 100  # per task (the authors' code)
-    n_test: int = 50
-    noise_std: float = 0.05
-    n_tasks: int = 3
-
-    def validate(self) -> None:
-        if self.n_train < 1 or self.n_test < 1 or self.noise_std < 0:
-            raise ConfigError("toy-regression needs n_train >= 1, n_test >= 1 and noise_std >= 0")
-        if not 1 <= self.n_tasks <= len(TASKS):
-            raise ConfigError(f"toy-regression: n_tasks must be in 1..{len(TASKS)}, got {self.n_tasks}")
+    n_train: int = option(100, ge=1, source="the authors' code")  # per task
+    n_test: int = option(50, ge=1)
+    noise_std: float = option(0.05, ge=0)
+    n_tasks: int = option(3, ge=1, le=len(TASKS))
 
 
 def task_function(index: int):

@@ -10,7 +10,7 @@ the second and third; leaky ReLU 0.2), then two linear outputs on the flattened 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -44,7 +44,8 @@ def conditioned_noise(labels: torch.Tensor, nz: int, n_labels: int, generator: t
     return z
 
 
-NORMS = ("batch", "layer", "none")
+Norm = Literal["batch", "layer", "none"]
+NORMS: tuple[str, ...] = get_args(Norm)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -59,7 +60,7 @@ class ACDiscriminator(nn.Module):
     """Critic with an auxiliary classifier: ``forward(x) -> (score (n,), logits (n, n_labels))``."""
 
     def __init__(self, channels: int, n_labels: int, ndf: int = 32, size: int = 32,
-                 norm: Literal["batch", "layer", "none"] = "layer") -> None:
+                 norm: Norm = "layer") -> None:
         super().__init__()
         if norm not in NORMS:
             raise ConfigError(f"discriminator norm {norm!r} is not valid; valid: {', '.join(NORMS)}")

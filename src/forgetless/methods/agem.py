@@ -14,7 +14,6 @@ import torch
 
 from ..benchmarks.base import Task
 from ..config import option
-from ..errors import ConfigError
 from ..memory import BufferSize, EpisodicBuffer, buffer_capacity
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
@@ -27,12 +26,7 @@ from .sequential import SequentialClassifier
 @dataclass
 class AGEMConfig(TrainConfig):
     buffer_size: BufferSize = option(1000, ge=0)  # van de Ven & Tolias' default budget (compare_all.py)
-    replay_batch_size: int | None = None  # reference batch; None: batch_size
-
-    def validate(self) -> None:
-        super().validate()
-        if self.replay_batch_size is not None and self.replay_batch_size < 1:
-            raise ConfigError(f"replay_batch_size must be >= 1, got {self.replay_batch_size}")
+    replay_batch_size: int | None = option(None, ge=1)  # reference batch; None: batch_size
 
 
 def project(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> bool:

@@ -37,14 +37,14 @@ from torch import nn
 
 from ..benchmarks.base import BenchmarkInfo, Split, Task
 from ..config import option
-from ..errors import ConfigError, ForgetlessError, choices
+from ..errors import ConfigError, ForgetlessError
 from ..memory.buffer import BufferSize, EpisodicBuffer, buffer_capacity
 from ..memory.ccgn_generators import TaskGenerator, WGANConfig, per_task_counts
 from ..metrics import module_bytes, tensor_bytes
 from ..nn.gates import (
     GATE_HIDDEN,
-    KERNEL_INITS,
     GatedNetwork,
+    KernelInit,
     dense_inference_macs,
     gate,
     inference_macs,
@@ -62,15 +62,13 @@ from ..training.selection import BestOnValidation, mean_loss
 from ..training.task_inference import chosen_outputs, most_likely_task
 from .base import Method, register
 
-MEMORIES = ("none", "episodic", "generative")
-INPUT_NORMS = ("first-task", "none")
-
 
 @dataclass
 class CCGNConfig(TrainConfig):
     backbone: str | None = "simple-cnn"
     epochs: int = 7  # CPU budget (paper: 400 on MNIST, see docs/ccgn.md)
-    noise_free_epochs: int = 3  # CPU budget: last epochs with noise-free gates, as at test (paper: 0)
+    # CPU budget: last epochs with noise-free gates, as at test (paper: 0)
+    noise_free_epochs: int = option(3, ge=0, source="CPU budget (paper: 0)")
     batch_size: int = 64  # CPU budget: 4x the paper's steps for the same compute (paper: 256 on MNIST)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.05  # CPU budget (paper: 0.01 for 400 epochs, see docs/ccgn.md)
@@ -78,21 +76,25 @@ class CCGNConfig(TrainConfig):
     weight_decay: float = 5e-4
     grad_clip: float | None = 1.0
     lr_decay: tuple[int, ...] = ()  # epochs after which lr /= 10 (Table 4: SVHN [400, 600], CIFAR [100, 150])
-    lambda_s: float = 0.5  # Table 4 (MNIST/SVHN); reached within the CPU budget through gate_lr_scale
-    sparsity_patience: int = 2  # epochs without the sparsity loss (paper: 20 of 400 on MNIST)
-    relevance_threshold: float = 0.0
-    gate_hidden: int = GATE_HIDDEN
+    # Table 4 (MNIST/SVHN); reached within the CPU budget through gate_lr_scale
+    lambda_s: float = option(0.5, ge=0, source="Table 4")
+    sparsity_patience: int = option(2, ge=0)  # epochs without the sparsity loss (paper: 20 of 400 on MNIST)
+    relevance_threshold: float = option(0.0, ge=0, lt=1)
+    gate_hidden: int = option(GATE_HIDDEN, ge=1, source="Sec. 3.2")
     gate_bias: float = 2.0  # initial bias of the gate logits (not in the paper; CPU budget, docs/ccgn.md)
-    kernel_init: str = "kaiming"  # initialisation of the gated kernels (paper: not given; CPU budget, docs/ccgn.md)
+    # initialisation of the gated kernels (paper: not given; CPU budget, docs/ccgn.md)
+    kernel_init: KernelInit = option("kaiming", source="CPU budget (paper: not given)")
     input_norm: Literal["first-task", "none"] = "first-task"  # standardise inputs (paper: not given; docs/ccgn.md)
-    gate_lr_scale: float = 30.0  # learning rate of the gating modules / lr (paper: 1; CPU budget, docs/ccgn.md)
-    temperature: float = CCGN_TEMPERATURE
+    # learning rate of the gating modules / lr (paper: 1; CPU budget, docs/ccgn.md)
+    gate_lr_scale: float = option(30.0, gt=0, source="CPU budget (paper: 1)")
+    temperature: float = option(CCGN_TEMPERATURE, gt=0, source="Sec. 3.2")
     model_selection: bool = True  # keep the epoch with the best validation objective
     recalibrate_norms: bool = True  # re-estimate task t's batch-norm statistics at the end (docs/ccgn.md)
     memory: Literal["none", "episodic", "generative"] = "none"
     buffer_size: BufferSize = option(500, ge=0)
-    task_hidden: int = 64
-    rehearsal_size: int | None = None  # samples per rehearsal batch (None: batch_size; not given in the paper)
+    task_hidden: int = option(64, ge=1)
+    # samples per rehearsal batch (None: batch_size; not given in the paper)
+    rehearsal_size: int | None = option(None, ge=1)
     task_grad: Literal["backbone", "classifier"] = "backbone"  # where the task loss's gradient may go
     gan_iterations: int = 1000  # CPU budget (paper: 2e5)
     gan_batch_size: int = 64
@@ -101,36 +103,15 @@ class CCGNConfig(TrainConfig):
     gan_critic_steps: int = 5
     gan_gp: float = 10.0
     macs_probe: int = 200  # validation samples per task kept to measure MACs in report() (0: off)
-    grid_samples: int = 8  # generative memory: samples per task generator in samples/after-task-T.png (0: none)
+    # generative memory: samples per task generator in samples/after-task-T.png (0: none)
+    grid_samples: int = option(8, ge=0)
 
     def validate(self) -> None:
         super().validate()
-        if self.memory not in MEMORIES:
-            raise ConfigError(f"memory={self.memory!r} is not valid; valid: {choices(MEMORIES)}")
-        if self.noise_free_epochs < 0:
-            raise ConfigError(f"noise_free_epochs must be >= 0, got {self.noise_free_epochs}")
-        if self.lambda_s < 0 or self.sparsity_patience < 0:
-            raise ConfigError("ccgn needs lambda_s >= 0 and sparsity_patience >= 0")
-        if not 0 <= self.relevance_threshold < 1:
-            raise ConfigError(f"relevance_threshold must be in [0, 1), got {self.relevance_threshold}")
-        if self.kernel_init not in KERNEL_INITS:
-            raise ConfigError(f"kernel_init={self.kernel_init!r} is not valid; valid: {choices(KERNEL_INITS)}")
-        if self.input_norm not in INPUT_NORMS:
-            raise ConfigError(f"input_norm={self.input_norm!r} is not valid; valid: {choices(INPUT_NORMS)}")
-        if self.grid_samples < 0:
-            raise ConfigError(f"grid_samples must be >= 0 (0: no sample grid), got {self.grid_samples}")
-        if self.gate_lr_scale <= 0:
-            raise ConfigError(f"gate_lr_scale must be > 0, got {self.gate_lr_scale}")
-        if self.gate_hidden < 1 or self.task_hidden < 1 or self.temperature <= 0:
-            raise ConfigError("gate_hidden and task_hidden must be >= 1 and temperature > 0")
         if self.memory == "episodic" and self.buffer_size == 0:
             raise ConfigError("memory=episodic needs buffer_size >= 1 or all")
         if self.memory == "generative" and (self.gan_iterations < 1 or self.gan_critic_steps < 1):
             raise ConfigError("memory=generative needs gan_iterations >= 1 and gan_critic_steps >= 1")
-        if self.rehearsal_size is not None and self.rehearsal_size < 1:
-            raise ConfigError(f"rehearsal_size must be >= 1, got {self.rehearsal_size}")
-        if self.task_grad not in ("backbone", "classifier"):
-            raise ConfigError(f"task_grad={self.task_grad!r} is not valid; valid: backbone, classifier")
 
 
 _RESNET_DATA = ("cifar10", "imagenet")

@@ -39,7 +39,7 @@ from ..benchmarks.base import Task
 from ..config import option
 from ..errors import ConfigError
 from ..memory import BufferSize, EpisodicBuffer, buffer_capacity, require_unit_interval
-from ..memory.acgan import NORMS, ACDiscriminator, conditioned_noise
+from ..memory.acgan import ACDiscriminator, Norm, conditioned_noise
 from ..memory.plastic_generator import PlasticGenerator
 from ..memory.wgan_gp import critic_loss, generator_loss, gradient_penalty
 from ..metrics import module_bytes
@@ -58,47 +58,35 @@ class DGMConfig(TrainConfig):
     iterations: int | None = 300  # CPU budget per task (one class of MNIST); None: epochs
     batch_size: int = 64  # released cfg: batchSize 64
     lr: float = 0.002  # generator (released cfg: lr_G)
-    lr_d: float = 0.002  # discriminator (released cfg: lr_D)
-    beta1: float = 0.5  # Adam beta1 (released cfg), beta2 0.999
+    lr_d: float = option(0.002, gt=0, source="released cfg: lr_D")  # discriminator
+    beta1: float = option(0.5, ge=0, lt=1, source="released cfg")  # Adam beta1, beta2 0.999
     grad_clip: float | None = 10000.0  # generator's gradient-norm clip (released code: clipgrad)
-    nz: int = 128  # noise size; its first n_outputs entries carry the one-hot label
-    ngf: int = 6  # generator width: 4 ngf, 2 ngf, ngf channels (released cfg; Table 3's 5.58e4 parameters)
-    ndf: int = 32  # discriminator width (released cfg)
-    d_norm: str = "batch"  # critic normalisation: batch (released code; real and fake pass jointly), layer, none
-    s_max: float = 1e4  # released cfg: smax_g
-    lambda_ru: float = 0.08  # released cfg: lamb_G
-    gp_weight: float = 1.0  # released cfg: lambda_wasserstein
+    nz: int = option(128, ge=1)  # noise size; its first n_outputs entries carry the one-hot label
+    # generator width: 4 ngf, 2 ngf, ngf channels (released cfg; Table 3's 5.58e4 parameters)
+    ngf: int = option(6, ge=1, source="released cfg")
+    ndf: int = option(32, ge=1, source="released cfg")  # discriminator width
+    # critic normalisation: batch (released code; real and fake pass jointly), layer, none
+    d_norm: Norm = option("batch", source="released code")
+    s_max: float = option(1e4, gt=1, source="released cfg: smax_g")
+    lambda_ru: float = option(0.08, ge=0, source="released cfg: lamb_G")
+    gp_weight: float = option(1.0, ge=0, source="released cfg: lambda_wasserstein")
     # Eq. 4's local annealing (DGMw in the paper): off in the CPU-budget default (its per-epoch restarts leave a
     # 300-step task ~45 steps after the last restart; docs/dgm.md), on in configs/dgm-table1.yaml
     local_anneal: bool = False
     aux_g: bool = True  # generator's auxiliary loss (paper's L_G; the released MNIST cfg sets aux_G false)
     reinit_d: bool = True  # a fresh discriminator for every task (released cfg: reinit_D)
-    image_size: int = 32  # paper: all images resized to 32 x 32
-    real_ratio: float = 0.0  # Table 2's r
+    image_size: int = option(32, ge=8, source="paper")  # paper: all images resized to 32 x 32
+    real_ratio: float = option(0.0, ge=0, le=1, source="Table 2")  # Table 2's r
     buffer_size: BufferSize = option(0, ge=0)  # Table 2's K (0: no real samples stored unless real_ratio > 0)
-    replay_per_class: int | None = None  # None: the paper's N (average per class of the current task)
+    replay_per_class: int | None = option(None, ge=1)  # None: the paper's N (average per class of the current task)
     grid_per_class: int = 8  # samples per class in the PNG grid written after each task
 
     def validate(self) -> None:
         super().validate()
-        if self.nz < 1 or self.ngf < 1 or self.ndf < 1:
-            raise ConfigError("nz, ngf and ndf must be >= 1")
-        if self.s_max <= 1:
-            raise ConfigError(f"s_max must be > 1, got {self.s_max}")
-        if self.lambda_ru < 0 or self.gp_weight < 0:
-            raise ConfigError("lambda_ru and gp_weight must be >= 0")
-        if not 0.0 <= self.real_ratio <= 1.0:
-            raise ConfigError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
-        if self.image_size < 8 or self.image_size % 8:
+        if self.image_size % 8:
             raise ConfigError(f"image_size must be a multiple of 8 (>= 8), got {self.image_size}")
         if self.image_size != 32:
             raise ConfigError("image_size: the DCGAN generator of the paper produces 32 x 32 images; valid: 32")
-        if self.lr_d <= 0 or not 0 <= self.beta1 < 1:
-            raise ConfigError("lr_d must be > 0 and beta1 in [0, 1)")
-        if self.d_norm not in NORMS:
-            raise ConfigError(f"d_norm={self.d_norm!r} is not valid; valid: {', '.join(NORMS)}")
-        if self.replay_per_class is not None and self.replay_per_class < 1:
-            raise ConfigError("replay_per_class must be >= 1 or none")
 
 
 @dataclass

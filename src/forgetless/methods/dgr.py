@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..benchmarks.base import Task
-from ..errors import ConfigError
+from ..config import option
 from ..memory import VAE, require_unit_interval, vae_loss
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
@@ -27,22 +27,12 @@ from .rehearsal import WeightedReplayClassifier, frozen, frozen_classifier, prev
 
 @dataclass
 class DGRConfig(TrainConfig):
-    latent: int = 100  # van de Ven & Tolias: "a stochastic latent variable layer of size 100"
+    # van de Ven & Tolias: "a stochastic latent variable layer of size 100"
+    latent: int = option(100, ge=1, source="van de Ven & Tolias")
     vae_hidden: tuple[int, ...] | None = None  # None: the classifier's hidden sizes (400, 400)
-    vae_lr: float | None = None  # None: lr
-    temperature: float = 2.0  # distillation temperature (dgr-distill)
-    replay_batch_size: int | None = None  # None: batch_size
-
-    def validate(self) -> None:
-        super().validate()
-        if self.latent < 1:
-            raise ConfigError(f"latent must be >= 1, got {self.latent}")
-        if self.vae_lr is not None and self.vae_lr <= 0:
-            raise ConfigError(f"vae_lr must be > 0, got {self.vae_lr}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if self.replay_batch_size is not None and self.replay_batch_size < 1:
-            raise ConfigError(f"replay_batch_size must be >= 1, got {self.replay_batch_size}")
+    vae_lr: float | None = option(None, gt=0)  # None: lr
+    temperature: float = option(2.0, gt=0)  # distillation temperature (dgr-distill)
+    replay_batch_size: int | None = option(None, ge=1)  # None: batch_size
 
 
 @register("dgr", "deep generative replay: a VAE's samples replayed with the previous model's labels")

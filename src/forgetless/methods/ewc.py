@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..benchmarks.base import Task
-from ..errors import ConfigError
+from ..config import option
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
 from ..training.penalties import AnchorSum, fisher_diagonal, trainable
@@ -30,16 +30,9 @@ from .sequential import SequentialClassifier
 
 @dataclass
 class EWCConfig(TrainConfig):
-    ewc_lambda: float = 1e9  # replaced per benchmark and scenario by defaults()
-    fisher_samples: int | None = None  # None: every training sample of the task
+    ewc_lambda: float = option(1e9, ge=0)  # replaced per benchmark and scenario by defaults()
+    fisher_samples: int | None = option(None, ge=1)  # None: every training sample of the task
     empirical_fisher: bool = False  # True: the true label instead of the model's prediction
-
-    def validate(self) -> None:
-        super().validate()
-        if self.ewc_lambda < 0:
-            raise ConfigError(f"ewc_lambda must be >= 0, got {self.ewc_lambda}")
-        if self.fisher_samples is not None and self.fisher_samples < 1:
-            raise ConfigError(f"fisher_samples must be >= 1 or none, got {self.fisher_samples}")
 
 
 @register("ewc", "elastic weight consolidation: a Fisher-weighted quadratic penalty per finished task")
@@ -89,12 +82,8 @@ class EWC(SequentialClassifier):
 
 @dataclass
 class OnlineEWCConfig(EWCConfig):
-    gamma: float = 1.0  # decay of the running Fisher; replaced per benchmark and scenario by defaults()
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
+    # decay of the running Fisher; replaced per benchmark and scenario by defaults()
+    gamma: float = option(1.0, ge=0, le=1)
 
 
 @register("online-ewc", "online EWC: one running Fisher (decay gamma) around the latest parameters")

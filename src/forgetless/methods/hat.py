@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..benchmarks.base import Task
+from ..config import option
 from ..errors import ConfigError, ForgetlessError
 from ..nn.backbones import ResNet, feature_width
 from ..nn.heads import MultiHead
@@ -57,21 +58,14 @@ class HATConfig(TrainConfig):
     lr: float = 0.05
     momentum: float = 0.0  # plain SGD in the HAT code
     grad_clip: float | None = 10000.0
-    smax: float = HAT_SMAX
-    lamb: float = HAT_LAMBDA
-    clamp: float = HAT_CLAMP
+    smax: float = option(HAT_SMAX, gt=1)
+    lamb: float = option(HAT_LAMBDA, ge=0)
+    clamp: float = option(HAT_CLAMP, gt=0)
     cosh_clamp: float = HAT_COSH_CLAMP
     embedding_init: Literal["normal", "zeros"] = "normal"
-    lr_patience: int = 5  # epochs without a better validation loss before lr /= lr_factor (0: fixed lr)
-    lr_factor: float = 3.0
+    lr_patience: int = option(5, ge=0)  # epochs without a better validation loss before lr /= lr_factor (0: fixed lr)
+    lr_factor: float = option(3.0, gt=1)
     lr_min: float = 1e-4
-
-    def validate(self) -> None:
-        super().validate()
-        if self.smax <= 1 or self.lamb < 0 or self.clamp <= 0:
-            raise ConfigError("hat needs smax > 1, lamb >= 0 and clamp > 0")
-        if self.lr_patience < 0 or self.lr_factor <= 1:
-            raise ConfigError("lr_patience must be >= 0 and lr_factor > 1")
 
 
 @register("hat", "hard attention to the task: annealed sigmoid unit masks per task (Serra et al.)")

@@ -19,12 +19,13 @@ of the benchmark.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import option
 from ..errors import ConfigError
 from ..metrics import tensor_bytes
 from ..nn import backbones
@@ -48,9 +49,6 @@ CIFAR_DEFAULTS: dict[str, Any] = dict(backbone="resnet32", hnet_hidden=(), chunk
                                       iterations=None)
 
 
-TRAIN_UNITS = ("own", "seen")
-
-
 @dataclass
 class HnetConfig(TrainConfig):
     """Defaults: split MNIST, Appendix C (target MLP 400-400; chunked hypernetwork 10-10, chunks of 42,000
@@ -60,22 +58,24 @@ class HnetConfig(TrainConfig):
     iterations: int | None = 2000
     lr: float = 1e-3
     target_activation: str = "relu"  # nonlinearity of an mlp target (the toy regression uses sigmoid)
-    hnet_hidden: tuple[int, ...] = (10, 10)
+    hnet_hidden: tuple[int, ...] = option((10, 10), ge=1, source="Appendix C")
     hnet_activation: str = "relu"
-    chunk_size: int | None = 42000  # None or 0: a full (unchunked) hypernetwork
-    emb_dim: int = 96
-    chunk_emb_dim: int = 96
+    chunk_size: int | None = option(42000, ge=0, source="Appendix C")  # None or 0: a full (unchunked) hypernetwork
+    emb_dim: int = option(96, ge=1, source="Appendix C")
+    chunk_emb_dim: int = option(96, ge=1, source="Appendix C")
     emb_std: float = 1.0  # task embeddings ~ N(0, emb_std^2) (authors' code)
     chunk_emb_std: float = 1.0
-    emb_lr: float | None = None  # learning rate of the task embedding (None: lr)
-    beta: float = 0.01
+    emb_lr: float | None = option(None, gt=0)  # learning rate of the task embedding (None: lr)
+    beta: float = option(0.01, ge=0, source="Appendix C")
     lookahead: bool = True  # evaluate the regularizer at Theta + dTheta (Eq. 2); False: at Theta
-    reg_tasks: int | None = None  # stochastic regularizer: at most K random past tasks per step (Appendix D)
-    temperature: float = 1.0  # softmax temperature of the entropy used for task inference (HNET+ENT)
+    # stochastic regularizer: at most K random past tasks per step (Appendix D)
+    reg_tasks: int | None = option(None, ge=1)
+    # softmax temperature of the entropy used for task inference (HNET+ENT)
+    temperature: float = option(1.0, gt=0)
     # softmax of the task loss over the task's "own" units (the authors' HNET+ENT) or over the units of every
     # task "seen" so far (their growing CL3 head); with "seen" the inferred model answers over all seen units.
     # The entropy of HNET+ENT is over the task's own units either way (docs/hnet.md, ambiguity 4).
-    train_units: str = "own"
+    train_units: Literal["own", "seen"] = "own"
 
     def validate(self) -> None:
         super().validate()
@@ -83,18 +83,6 @@ class HnetConfig(TrainConfig):
         if self.target_activation not in backbones.ACTIVATIONS:
             raise ConfigError(f"target_activation={self.target_activation!r} is not valid; valid: "
                               f"{', '.join(sorted(backbones.ACTIVATIONS))}")
-        if self.chunk_size is not None and self.chunk_size < 0:
-            raise ConfigError(f"chunk_size must be >= 1 (or none for a full hypernetwork), got {self.chunk_size}")
-        if self.emb_dim < 1 or self.chunk_emb_dim < 1 or any(h < 1 for h in self.hnet_hidden):
-            raise ConfigError("emb_dim, chunk_emb_dim and every hnet_hidden size must be >= 1")
-        if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}")
-        if self.reg_tasks is not None and self.reg_tasks < 1:
-            raise ConfigError(f"reg_tasks must be >= 1 (or none for every past task), got {self.reg_tasks}")
-        if self.train_units not in TRAIN_UNITS:
-            raise ConfigError(f"train_units={self.train_units!r} is not valid; valid: {', '.join(TRAIN_UNITS)}")
-        if self.temperature <= 0 or (self.emb_lr is not None and self.emb_lr <= 0):
-            raise ConfigError("temperature and emb_lr must be > 0")
 
 
 def hnet_defaults(info) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, choices
+from ..config import option
 from ..memory import require_unit_interval
 from ..memory.hnet_vae import HnetVAE
 from ..metrics import module_bytes
@@ -44,27 +44,20 @@ from .sequential import SequentialClassifier
 class ReplayConfig:
     """The hypernetwork-protected VAE (split MNIST defaults, Appendix C) and how replay enters the loss."""
 
-    replay_weight: float = 0.5  # loss = (1 - w) current + w replayed (the authors' l_rew)
+    replay_weight: float = option(0.5, ge=0, lt=1)  # loss = (1 - w) current + w replayed (the authors' l_rew)
     vae_enc_hidden: tuple[int, ...] = (400, 400)
     vae_dec_hidden: tuple[int, ...] = (250, 350)  # input -> output order
-    vae_latent: int = 100
-    vae_condition_dim: int = 100
-    vae_condition: str = "gaussian"  # fixed per-task decoder input: N(0, I) draw (Appendix C) or "onehot"
+    vae_latent: int = option(100, ge=1)
+    vae_condition_dim: int = option(100, ge=1)
+    # fixed per-task decoder input: N(0, I) draw (Appendix C) or "onehot"
+    vae_condition: Literal["gaussian", "onehot"] = option("gaussian", source="Appendix C")
     vae_hnet_hidden: tuple[int, ...] = (10, 10)
     vae_hnet_activation: str = "elu"
     vae_chunk_size: int | None = 50000
     vae_emb_dim: int = 96
     vae_chunk_emb_dim: int = 96
-    vae_beta: float = 0.01
+    vae_beta: float = option(0.01, ge=0)
     vae_lr: float | None = None  # None: the classifier's lr (equal in every setting of the paper)
-
-    def validate_replay(self) -> None:
-        if not 0 <= self.replay_weight < 1:
-            raise ConfigError(f"replay_weight must be in [0, 1), got {self.replay_weight}")
-        if self.vae_beta < 0 or self.vae_latent < 1 or self.vae_condition_dim < 1:
-            raise ConfigError("vae_beta must be >= 0, vae_latent and vae_condition_dim >= 1")
-        if self.vae_condition not in ("gaussian", "onehot"):
-            raise ConfigError(f"vae_condition={self.vae_condition!r} is not valid; valid: gaussian, onehot")
 
 
 def replay_defaults(info, tir: bool) -> dict[str, Any]:
@@ -110,10 +103,6 @@ class HnetTirConfig(HnetConfig, ReplayConfig):
     tir_hidden: tuple[int, ...] = (400, 400)
     vae_dec_hidden: tuple[int, ...] = (50, 150)
     vae_beta: float = 0.05
-
-    def validate(self) -> None:
-        HnetConfig.validate(self)
-        self.validate_replay()
 
 
 @register("hnet-tir", "HNET+TIR: hypernetwork classifier + task-inference network protected by hnet-VAE replay")
@@ -182,8 +171,6 @@ class HnetTIR(HnetClassifier):
 
 # ---------------------------------------------------------------------------------------------- HNET+R
 
-DISTILL_PADS = ("probability", "logit")
-
 
 @dataclass
 class HnetRConfig(TrainConfig, ReplayConfig):
@@ -192,18 +179,10 @@ class HnetRConfig(TrainConfig, ReplayConfig):
 
     iterations: int | None = 2000
     lr: float = 1e-3
-    distill_temperature: float = 2.0
+    distill_temperature: float = option(2.0, gt=0)
     # class-IL soft targets for the labels new in this task: probability 0 (van de Ven & Tolias' DGR+distill)
     # or logit 0 (the hypernetwork authors' script), see docs/hnet.md
     distill_pad: Literal["probability", "logit"] = "probability"
-
-    def validate(self) -> None:
-        TrainConfig.validate(self)
-        self.validate_replay()
-        if self.distill_temperature <= 0:
-            raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
-        if self.distill_pad not in DISTILL_PADS:
-            raise ConfigError(f"distill_pad={self.distill_pad!r} is not valid; valid: {choices(DISTILL_PADS)}")
 
 
 @register("hnet-r", "HNET+R: classifier trained with replay from a hypernetwork-protected VAE (soft targets)")

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from ..benchmarks.base import Task, union
 from ..config import option
-from ..errors import ConfigError
 from ..memory import BufferSize, EpisodicBuffer, buffer_capacity
 from ..memory.herding import class_balanced_order
 from ..metrics import module_bytes
@@ -34,17 +33,11 @@ FEATURE_BATCH = 1024
 
 @dataclass
 class ICaRLConfig(TrainConfig):
-    buffer_size: BufferSize = option(2000, ge=0)  # van de Ven & Tolias (2019), Table 4: "iCaRL (budget = 2000)"
+    # icarl needs exemplars (at least one, or all); van de Ven & Tolias (2019), Table 4: "iCaRL (budget = 2000)"
+    buffer_size: BufferSize = option(2000, ge=1, source="van de Ven & Tolias (2019), Table 4")
     selection: Literal["herding", "random"] = "herding"
-    temperature: float = 2.0  # divides the previous model's scores before the sigmoid (1: Rebuffi et al.)
+    temperature: float = option(2.0, gt=0)  # divides the previous model's scores before the sigmoid (1: Rebuffi et al.)
     nme: bool = True  # classify by the nearest mean of exemplars
-
-    def validate(self) -> None:
-        super().validate()
-        if self.buffer_size == 0:
-            raise ConfigError("icarl needs exemplars: buffer_size must be >= 1 or all")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
 
 
 @register("icarl", "iCaRL: exemplars by herding, sigmoid distillation, nearest-mean-of-exemplars classifier")

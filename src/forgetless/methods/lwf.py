@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..benchmarks.base import Task
-from ..errors import ConfigError
+from ..config import option
 from ..training import Context, TrainConfig
 from .base import register
 from .rehearsal import WeightedReplayClassifier, frozen_classifier, previous_model_loss
@@ -21,12 +21,7 @@ from .rehearsal import WeightedReplayClassifier, frozen_classifier, previous_mod
 
 @dataclass
 class LwFConfig(TrainConfig):
-    temperature: float = 2.0
-
-    def validate(self) -> None:
-        super().validate()
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+    temperature: float = option(2.0, gt=0)
 
 
 @register("lwf", "learning without forgetting: distillation from the model before the task on current inputs")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..benchmarks.base import Task
-from ..errors import ConfigError
+from ..config import option
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
 from ..training.penalties import Anchor, detached, output_sensitivity, quadratic_penalty, trainable
@@ -23,15 +23,8 @@ from .sequential import SequentialClassifier
 
 @dataclass
 class MASConfig(TrainConfig):
-    mas_lambda: float = 1.0  # replaced per benchmark and scenario by defaults()
-    importance_samples: int | None = None  # None: every training sample of the task
-
-    def validate(self) -> None:
-        super().validate()
-        if self.mas_lambda < 0:
-            raise ConfigError(f"mas_lambda must be >= 0, got {self.mas_lambda}")
-        if self.importance_samples is not None and self.importance_samples < 1:
-            raise ConfigError(f"importance_samples must be >= 1 or none, got {self.importance_samples}")
+    mas_lambda: float = option(1.0, ge=0)  # replaced per benchmark and scenario by defaults()
+    importance_samples: int | None = option(None, ge=1)  # None: every training sample of the task
 
 
 @register("mas", "memory aware synapses: penalty weighted by the output's sensitivity to each parameter")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 
 from ..benchmarks.base import Task
+from ..config import option
 from ..errors import ConfigError
 from ..nn.masks import PIGGYBACK, MaskedWeight, mask_layers, masked_layers
 from ..nn.taskwise import task_norms
@@ -35,19 +36,18 @@ class PackNetConfig(TransferConfig):
     epochs: int = 20
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = 1e-3
-    prune: tuple[float, ...] = (0.5, 0.75)  # fraction of its weights a task releases: task 1, then every later task
+    # fraction of its weights a task releases: task 1, then every later task
+    prune: tuple[float, ...] = option((0.5, 0.75), ge=0, lt=1)
     prune_last: bool = False  # the code does not prune the last task (nothing follows it)
-    retrain_epochs: int = 10
+    retrain_epochs: int = option(10, ge=0)
     retrain_iterations: int | None = None  # a step budget instead of retrain_epochs
-    retrain_lr: float = 1e-4
+    retrain_lr: float = option(1e-4, gt=0)
     retrain_decay_at: tuple[float, ...] = ()
 
     def validate(self) -> None:
         super().validate()
-        if not self.prune or any(not 0 <= p < 1 for p in self.prune):
-            raise ConfigError(f"prune ratios must be in [0, 1), got {self.prune}")
-        if self.retrain_epochs < 0 or self.retrain_lr <= 0:
-            raise ConfigError("retrain_epochs must be >= 0 and retrain_lr > 0")
+        if not self.prune:
+            raise ConfigError("prune needs at least one ratio (task 1, then every later task)")
 
 
 @register("packnet", "iterative magnitude pruning with a per-weight owner mask (Mallya & Lazebnik)")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..benchmarks.base import Task
+from ..config import option
 from ..errors import ConfigError, ForgetlessError
 from ..metrics import module_bytes
 from ..nn.backbones import feature_width
@@ -52,25 +53,22 @@ class TransferConfig(TrainConfig):
     batch_size: int = 32
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = 1e-4
-    classifier_lr: float = 1e-3
+    classifier_lr: float = option(1e-3, gt=0, source="Sec. 4")
     classifier_optimizer: Literal["sgd", "adam"] = "sgd"
-    decay_at: tuple[float, ...] = (0.5,)  # fractions of a task's budget where both lrs are divided by 10
+    # fractions of a task's budget where both lrs are divided by 10
+    decay_at: tuple[float, ...] = option((0.5,), gt=0, lt=1, source="Sec. 4")
     decay_factor: float = 0.1
     norm: bool = True  # backbone with batch norm after every layer, one slot per task (slot 0: pretrained)
     pretrain_epochs: int = 10
     pretrain_iterations: int | None = None
     pretrain_batch_size: int = 128
-    pretrain_lr: float = 0.01  # SGD, momentum 0.9
-    pretrain_decay_at: tuple[float, ...] = (0.5,)
+    pretrain_lr: float = option(0.01, gt=0)  # SGD, momentum 0.9
+    pretrain_decay_at: tuple[float, ...] = option((0.5,), gt=0, lt=1)
 
     def validate(self) -> None:
         super().validate()
-        if any(not 0 < f < 1 for f in (*self.decay_at, *self.pretrain_decay_at)):
-            raise ConfigError("decay_at and pretrain_decay_at are fractions in (0, 1) of a task's training")
         if self.pretrain_epochs < 1 and not self.pretrain_iterations:
             raise ConfigError("pretrain_epochs must be >= 1 (or set pretrain_iterations)")
-        if self.classifier_lr <= 0 or self.pretrain_lr <= 0:
-            raise ConfigError("classifier_lr and pretrain_lr must be > 0")
 
 
 # -------------------------------------------------------------------------------------------- storage

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from ..benchmarks.base import Task
 from ..config import option
-from ..errors import ConfigError
 from ..memory import BufferSize, EpisodicBuffer, buffer_capacity
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
@@ -24,12 +23,7 @@ from .rehearsal import WeightedReplayClassifier, stored_sample_loss
 @dataclass
 class ReplayConfig(TrainConfig):
     buffer_size: BufferSize = option(1000, ge=0)  # van de Ven & Tolias' default budget (compare_all.py)
-    replay_batch_size: int | None = None  # None: batch_size
-
-    def validate(self) -> None:
-        super().validate()
-        if self.replay_batch_size is not None and self.replay_batch_size < 1:
-            raise ConfigError(f"replay_batch_size must be >= 1, got {self.replay_batch_size}")
+    replay_batch_size: int | None = option(None, ge=1)  # None: batch_size
 
 
 @register("replay", "experience replay from a random buffer (buffer_size=all: full replay upper bound)")

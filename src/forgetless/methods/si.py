@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..benchmarks.base import Task
-from ..errors import ConfigError
+from ..config import option
 from ..metrics import module_bytes
 from ..training import Context, TrainConfig
 from ..training.penalties import Anchor, PathIntegral, detached, quadratic_penalty, trainable
@@ -24,15 +24,8 @@ from .sequential import SequentialClassifier
 
 @dataclass
 class SIConfig(TrainConfig):
-    c: float = 5e3  # replaced per benchmark and scenario by defaults()
-    xi: float = 0.1  # damping (van de Ven & Tolias' "epsilon")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.c < 0:
-            raise ConfigError(f"c must be >= 0, got {self.c}")
-        if self.xi <= 0:
-            raise ConfigError(f"xi must be > 0, got {self.xi}")
+    c: float = option(5e3, ge=0)  # replaced per benchmark and scenario by defaults()
+    xi: float = option(0.1, gt=0)  # damping (van de Ven & Tolias' "epsilon")
 
 
 @register("si", "synaptic intelligence: quadratic penalty weighted by each parameter's path integral")

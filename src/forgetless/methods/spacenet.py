@@ -43,14 +43,14 @@ class SparseCLConfig(TrainConfig):
     lr: float = 0.01
     momentum: float = 0.0  # released code: plain SGD
     # sel_l: neurons picked from the free list of each hidden layer per task (None: every free one)
-    selected: tuple[int, ...] | None = (80, 80)
+    selected: tuple[int, ...] | None = option((80, 80), ge=1, source="Sec. 5.1")
     # spec_l: neurons reserved for the task in each hidden layer after training it
-    specific: tuple[int, ...] = (40, 40)
+    specific: tuple[int, ...] = option((40, 40), ge=0, source="Sec. 5.1")
     # connections allocated per task in each sparse layer (kernels for convolutions); the released code's
     # 10000 / 1640 / 80 for the 784-400-400-10 MLP (2.45% of its weights per task)
-    connections: tuple[int, ...] | None = (10000, 1640, 80)
+    connections: tuple[int, ...] | None = option((10000, 1640, 80), ge=0, source="released code")
     # used when connections is None: per task, this fraction of each layer's weights (Sec. 5.3: 12%)
-    density: float | None = None
+    density: float | None = option(None, gt=0, le=1)
     set_aside_output: bool = True  # old output weights removed while a new task is learned (Alg. 1)
     # cross-entropy over every output unit, as the released code (unseen classes sit at their zero
     # weights and frozen bias), or over the classes seen so far
@@ -60,46 +60,30 @@ class SparseCLConfig(TrainConfig):
         super().validate()
         if self.connections is None and self.density is None:
             raise ConfigError("set connections (per layer) or density (fraction of each layer per task)")
-        if self.connections is not None and any(c < 0 for c in self.connections):
-            raise ConfigError(f"connections must be >= 0, got {self.connections}")
-        if self.density is not None and not 0 < self.density <= 1:
-            raise ConfigError(f"density must be in (0, 1], got {self.density}")
-        if self.selected is not None and any(s < 1 for s in self.selected):
-            raise ConfigError(f"selected must be >= 1 per layer (or none for every free neuron), got {self.selected}")
-        if any(s < 0 for s in self.specific):
-            raise ConfigError(f"specific must be >= 0 per layer, got {self.specific}")
 
 
 @dataclass
 class SpaceNetConfig(SparseCLConfig):
-    rewire_fraction: float = 0.2  # r of Alg. 3 (released code: replace_percentage = 0.2)
+    # r of Alg. 3 (released code: replace_percentage = 0.2)
+    rewire_fraction: float = option(0.2, ge=0, lt=1, source="released code: replace_percentage")
     rewire_output: bool = False  # the released code rewires the hidden layers only
     # Alg. 3 read literally also rewires after the last epoch (the grown connections then stay zero);
     # the released code stops one epoch earlier
     rewire_last_epoch: bool = False
 
-    def validate(self) -> None:
-        super().validate()
-        if not 0 <= self.rewire_fraction < 1:
-            raise ConfigError(f"rewire_fraction must be in [0, 1), got {self.rewire_fraction}")
-
 
 @dataclass
 class SpaceNetRehearsalConfig(SpaceNetConfig):
     # "the old tasks data are repeated during learning new tasks": each task trains on its own data plus
-    # every stored sample of the old tasks ("all" keeps all of them; an int caps the buffer at C/t per task)
-    buffer_size: BufferSize = option("all", ge=0)
+    # every stored sample of the old tasks ("all" keeps all of them; an int caps the buffer at C/t per task);
+    # it needs old data: at least one sample (spacenet is the method without any)
+    buffer_size: BufferSize = option("all", ge=1)
     # not given for this experiment; lr 0.01 for 4 epochs leaves even dense joint training below the
     # paper's 95.08, so the rate of the paper's other SGD setting (Sec. 5.3) is used (docs/spacenet.md)
     lr: float = 0.1
     # with old data replayed, the old output weights stay in place (frozen) so that the new classes are
     # learned against them; True sets them aside as plain SpaceNet does
     set_aside_output: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        if self.buffer_size == 0:
-            raise ConfigError("spacenet-rehearsal needs old data: buffer_size must be >= 1 or all (spacenet: none)")
 
 
 def _cnn_defaults() -> dict[str, Any]:

@@ -21,6 +21,7 @@ Streams are a leading dimension: a gated network maps ``x`` (B, ...) and ``tasks
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -30,7 +31,8 @@ from .masks import CCGN_TEMPERATURE, gumbel_sigmoid_gate
 from .taskwise import TaskBatchNorm
 
 GATE_HIDDEN = 16  # Sec. 3.2: one hidden layer of 16 units
-KERNEL_INITS = ("default", "kaiming")
+KernelInit = Literal["default", "kaiming"]
+KERNEL_INITS: tuple[str, ...] = get_args(KernelInit)
 GATE_BIAS = 3.0  # initial logit bias: gates start open (P(open) = sigmoid(3) = 0.95 with the logistic noise)
 
 
