@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ..surgery import replace_layers
 from ..taskwise import TaskConditioned
 
 HAT_SMAX = 400.0
@@ -234,16 +235,9 @@ def wrap_units(module: nn.Module, n_tasks: int, init: Literal["normal", "zeros"]
                generator: torch.Generator | None = None) -> list[UnitMasked]:
     """Replace every Linear/Conv2d of ``module`` by a :class:`UnitMasked` (in place); returns them in
     registration order, which is the forward order of a sequential network."""
-    wrapped = []
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, (nn.Linear, nn.Conv2d)) and not isinstance(parent, UnitMasked):
-                unit = UnitMasked(child, n_tasks, init, generator)
-                setattr(parent, name, unit)
-    for m in module.modules():
-        if isinstance(m, UnitMasked):
-            wrapped.append(m)
-    return wrapped
+    replace_layers(module, lambda child: UnitMasked(child, n_tasks, init, generator),
+                   keep=lambda parent, child: isinstance(parent, UnitMasked))
+    return [m for m in module.modules() if isinstance(m, UnitMasked)]
 
 
 def set_scale(module: nn.Module, s: float) -> None:
