@@ -35,6 +35,7 @@ from ..checkpoint import storable
 from ..errors import ConfigError, choices
 from ..metrics import module_bytes
 from ..nn import backbones
+from ..nn.taskwise import task_specific_norms
 from ..training import Context, TrainConfig
 
 BackboneFactory = Callable[[tuple[int, ...]], nn.Module]
@@ -120,13 +121,20 @@ class Method(nn.Module):
     # --- helpers for subclasses
     def make_backbone(self, **extra: Any) -> nn.Module:
         """The user's backbone if one was given, else the configured/benchmark-default one; ``extra`` are
-        further options of :func:`forgetless.nn.backbones.create` (e.g. ``task_bn``)."""
+        further options of :func:`forgetless.nn.backbones.create` (e.g. ``task_bn``). A user's network takes
+        ``task_bn`` only: its batch norms become task-specific (nothing is added to it); ``hidden``/``width``
+        do not apply to it."""
         shape = self.info.input_shape
-        if self._backbone_factory is not None:
-            return call_factory(self._backbone_factory, shape, getattr(self._backbone_factory, "__name__", "factory"))
         name = getattr(self.config, "backbone", None) or self.info.default_backbone
-        if name.startswith(IMPORT_PREFIX):
-            return call_factory(import_factory(name), shape, repr(name))
+        if self._backbone_factory is not None or name.startswith(IMPORT_PREFIX):
+            if self._backbone_factory is not None:
+                what = getattr(self._backbone_factory, "__name__", type(self._backbone_factory).__name__)
+                net = call_factory(self._backbone_factory, shape, what)
+            else:
+                net = call_factory(import_factory(name), shape, repr(name))
+            if extra.get("task_bn"):  # a user's network gets no new layers: its own batch norms become per task
+                task_specific_norms(net, extra["task_bn"])
+            return net
         options: dict[str, Any] = dict(extra)
         # hidden/width are shared config defaults: passed to the backbones that take them; pretrained always
         # (a backbone that cannot load weights is then an error, not silently random).
