@@ -160,9 +160,9 @@ def test_hat_cumulates_masks_and_blocks_used_weights(bench):
     assert method.report()["units_used"].keys() == {"0", "1"}
 
 
-def test_hat_refuses_residual_backbones_and_other_scenarios():
+def test_hat_refuses_normalised_backbones_and_other_scenarios():
     info = synthetic_benchmark("task", n_tasks=2, shape=(3, 8, 8)).info()
-    with pytest.raises(ConfigError, match="sequential"):
+    with pytest.raises(ConfigError, match="normalisation layer 'bn1'"):
         methods.create("hat", info, backbone="resnet18")
     with pytest.raises(ConfigError, match="scenario"):
         methods.create("piggyback", synthetic_benchmark("class", n_tasks=2).info())

@@ -18,9 +18,11 @@ and three optional ones the runner uses when present::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,9 +35,56 @@ from ..checkpoint import storable
 from ..errors import ConfigError, choices
 from ..metrics import module_bytes
 from ..nn import backbones
+from ..nn.taskwise import task_specific_norms
 from ..training import Context, TrainConfig
 
 BackboneFactory = Callable[[tuple[int, ...]], nn.Module]
+IMPORT_PREFIX = "python:"  # --set backbone=python:package.module:factory
+
+
+class ModuleCopy:
+    """A backbone factory from a user's module instance: every call returns a deep copy (the user's object is
+    never trained in place, and two methods built from it start from the same weights)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, input_shape: Sequence[int]) -> nn.Module:
+        return copy.deepcopy(self.module)
+
+
+def import_factory(spec: str) -> BackboneFactory:
+    """The callable named by ``python:package.module:factory`` (importing the module runs its code: the user
+    asked for it on their own command line; a checkpoint never causes an import, see checkpoint.py)."""
+    path = spec[len(IMPORT_PREFIX):]
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"backbone={spec!r} is not an import path; valid: python:package.module:factory")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the user's module raises while importing
+        raise ConfigError(f"backbone={spec!r}: cannot import {module_name!r} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError(f"backbone={spec!r}: module {module_name!r} has no {attr!r}")
+    if not callable(obj):
+        raise ConfigError(f"backbone={spec!r}: {attr!r} is a {type(obj).__name__}, not a callable "
+                          f"input_shape -> nn.Module")
+    return obj
+
+
+def call_factory(factory: BackboneFactory, shape: tuple[int, ...], what: str) -> nn.Module:
+    """``factory(shape)``, which must be an ``nn.Module`` (a one-line ConfigError otherwise)."""
+    try:
+        net = factory(shape)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"backbone {what} failed on input shape {shape}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"backbone {what} returned a {type(net).__name__}, not an nn.Module")
+    return net
 
 
 # ------------------------------------------------------------------------------------------- method
@@ -72,11 +121,20 @@ class Method(nn.Module):
     # --- helpers for subclasses
     def make_backbone(self, **extra: Any) -> nn.Module:
         """The user's backbone if one was given, else the configured/benchmark-default one; ``extra`` are
-        further options of :func:`forgetless.nn.backbones.create` (e.g. ``task_bn``)."""
+        further options of :func:`forgetless.nn.backbones.create` (e.g. ``task_bn``). A user's network takes
+        ``task_bn`` only: its batch norms become task-specific (nothing is added to it); ``hidden``/``width``
+        do not apply to it."""
         shape = self.info.input_shape
-        if self._backbone_factory is not None:
-            return self._backbone_factory(shape)
         name = getattr(self.config, "backbone", None) or self.info.default_backbone
+        if self._backbone_factory is not None or name.startswith(IMPORT_PREFIX):
+            if self._backbone_factory is not None:
+                what = getattr(self._backbone_factory, "__name__", type(self._backbone_factory).__name__)
+                net = call_factory(self._backbone_factory, shape, what)
+            else:
+                net = call_factory(import_factory(name), shape, repr(name))
+            if extra.get("task_bn"):  # a user's network gets no new layers: its own batch norms become per task
+                task_specific_norms(net, extra["task_bn"])
+            return net
         options: dict[str, Any] = dict(extra)
         # hidden/width are shared config defaults: passed to the backbones that take them; pretrained always
         # (a backbone that cannot load weights is then an error, not silently random).
@@ -89,12 +147,18 @@ class Method(nn.Module):
             options["pretrained"] = self.config.pretrained
         return backbones.create(name, shape, **options)
 
+    @property
+    def user_backbone(self) -> bool:
+        """Whether the backbone is the user's own (a factory, a module, or a ``python:`` import path)."""
+        name = getattr(self.config, "backbone", None) or ""
+        return self._backbone_factory is not None or name.startswith(IMPORT_PREFIX)
+
     def __getstate__(self):
         # Checkpoints store the whole method (architectures may grow; see checkpoint.py). A user's backbone
-        # factory that cannot be stored (a lambda) is dropped: backbones are built in __init__, before any
-        # checkpoint.
+        # factory that cannot be stored (a lambda) is dropped, and so is a module copy (a second copy of the
+        # network): backbones are built in __init__, before any checkpoint.
         state = self.__dict__.copy()
-        if not storable(state["_backbone_factory"]):
+        if isinstance(state["_backbone_factory"], ModuleCopy) or not storable(state["_backbone_factory"]):
             state["_backbone_factory"] = None
         return state
 
@@ -137,15 +201,19 @@ def resolve_config(name: str, info: BenchmarkInfo, overrides: dict[str, Any] | N
 def create(name: str, info: BenchmarkInfo, backbone: str | BackboneFactory | None = None, **overrides: Any) -> Method:
     """Create method ``name`` for a benchmark; ``overrides`` are hyperparameters (strings are parsed).
 
-    ``backbone`` is a registered backbone name or the user's own factory ``input_shape -> nn.Module``
-    (its feature width is read from ``out_features`` or measured with one dummy forward pass).
+    ``backbone`` is a registered backbone name, ``python:package.module:factory``, the user's own factory
+    ``input_shape -> nn.Module`` or an ``nn.Module`` (deep-copied); its feature width is read from
+    ``out_features`` or measured with one dummy forward pass. Which methods take a user's network, and how,
+    is in the README ("Your own model").
     """
+    if isinstance(backbone, nn.Module):
+        backbone = ModuleCopy(backbone)
     if isinstance(backbone, str) or backbone is None:
         if backbone is not None:
             overrides = {**overrides, "backbone": backbone}
         backbone = None
     elif not callable(backbone):
-        raise ConfigError(f"backbone must be a name or a callable input_shape -> nn.Module, "
+        raise ConfigError(f"backbone must be a name, an nn.Module or a callable input_shape -> nn.Module, "
                           f"got {type(backbone).__name__}")
     config = resolve_config(name, info, overrides)
     cls = METHODS[name].cls

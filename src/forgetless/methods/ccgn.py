@@ -41,10 +41,13 @@ from ..errors import ConfigError, ForgetlessError
 from ..memory.buffer import BufferSize, EpisodicBuffer, buffer_capacity
 from ..memory.ccgn_generators import TaskGenerator, WGANConfig, per_task_counts
 from ..metrics import module_bytes, tensor_bytes
+from ..nn.backbones import feature_width
 from ..nn.gates import (
     GATE_HIDDEN,
+    GatedLayers,
     GatedNetwork,
     KernelInit,
+    StreamBatchNorm,
     dense_inference_macs,
     gate,
     inference_macs,
@@ -55,7 +58,8 @@ from ..nn.heads import MultiHead
 from ..nn.masks import CCGN_TEMPERATURE, block_gradients_
 from ..nn.norm_statistics import cumulative_statistics, fixed_norm_statistics
 from ..nn.standardize import InputStandardizer
-from ..nn.taskwise import TaskBatchNorm
+from ..nn.surgery import LAYER_TYPES, layer_sources
+from ..nn.taskwise import TaskBatchNorm, task_specific_norms
 from ..plots import save_image_grid
 from ..training import Context, TrainConfig, make_optimizer
 from ..training.selection import BestOnValidation, mean_loss
@@ -139,11 +143,21 @@ class CCGN(Method):
             raise ConfigError("ccgn in class-IL needs a memory for its task classifier; valid: memory=episodic "
                               "(buffer_size=...), memory=generative")
         name = cfg.backbone or info.default_backbone
-        base = self.make_backbone(**({"task_bn": info.n_tasks} if name.startswith("resnet") else {}))
-        try:
-            self.net: GatedNetwork = gate(base, info.n_tasks, cfg.gate_hidden, cfg.temperature, cfg.gate_bias)
-        except TypeError as err:
-            raise ConfigError(f"ccgn: {err}") from None
+        if self.user_backbone:
+            # A user's network: every Conv2d/Linear gated in place, its batch norms task-specific (per stream).
+            base = self.make_backbone()
+            width = feature_width(base, info.input_shape)
+            task_specific_norms(base, info.n_tasks, StreamBatchNorm)
+            layer_sources(base, [m for m in base.modules() if isinstance(m, LAYER_TYPES)],
+                          torch.zeros(2, *info.input_shape))  # refuses a layer called twice per forward
+            self.net: GatedNetwork = GatedLayers(base, info.n_tasks, cfg.gate_hidden, cfg.temperature,
+                                                 cfg.gate_bias, out_features=width)
+        else:
+            base = self.make_backbone(**({"task_bn": info.n_tasks} if name.startswith("resnet") else {}))
+            try:
+                self.net = gate(base, info.n_tasks, cfg.gate_hidden, cfg.temperature, cfg.gate_bias)
+            except TypeError as err:
+                raise ConfigError(f"ccgn: {err}") from None
         for kernels in self.net.kernels():
             kernels.reinitialize(init=cfg.kernel_init)
         # fitted on the first task's training inputs, then fixed: later tasks must not move old tasks' inputs

@@ -107,8 +107,10 @@ class DGM(Method):
 
     def __init__(self, info, config=None, backbone=None) -> None:
         super().__init__(info, config, backbone)
-        if backbone is not None:
-            raise ConfigError(f"{self.name}: the generator and discriminator are the paper's DCGANs; no backbone")
+        if self.user_backbone:
+            raise ConfigError(f"{self.name} does not take a user's network: it needs a generator (where its masks "
+                              f"attach) and a discriminator/classifier pair, not one feature extractor; it uses the "
+                              f"paper's DCGANs (ngf, ndf)")
         shape = info.input_shape
         if len(shape) != 3:
             raise ConfigError(f"{self.name} needs image inputs (channels, height, width), got shape {shape}")

@@ -12,8 +12,22 @@ with lr 0.05, batch 64, up to 200 epochs with the validation schedule (lr divide
 without a better validation loss, training stops below lr 1e-4, the best model is restored), gradient
 norm clipped at 10000, s_max 400, lambda 0.75, embeddings N(0, 1).
 
-Backbones: sequential ones (mlp, simple-cnn, zenke-cnn, or a user's network whose Linear/Conv2d layers
-follow each other). A residual network's units have no single previous layer, so it is refused.
+Backbones: mlp, simple-cnn, zenke-cnn, or a user's network of Linear/Conv2d layers with any ``forward``
+(skip connections included). Our reading for a network that is not a chain (the paper's networks are):
+
+- every Linear/Conv2d's output units (features, channels) are masked, wherever they go: a unit a task does not
+  use is zero on the residual path too (the unit mask is of the layer, as in the paper);
+- the weight mask ``min(post, pre)`` of gradient blocking needs each layer's input units; they are found from
+  the data flow (:func:`forgetless.nn.surgery.layer_sources`, one traced forward pass). An input that is the sum
+  of several masked outputs (``h + conv2(h)``) takes the elementwise max of their cumulated masks: a channel is
+  protected as soon as any term of it serves an old task. An input that also depends on something unmasked
+  (the raw image through a skip, a parameter the network adds) has no pre mask: every weight into a used
+  output unit is blocked, which is safe.
+
+Refused, with the layer named: a layer called more than once per forward pass (one mask per call would be
+needed), an input built from masked layers of different widths (a concatenation: its channels are not the
+channels of one source), and normalisation layers (a unit masked off before a batch norm comes out as the
+norm's bias, not zero, and shared running statistics would drift; HAT's networks have none).
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ from torch import nn
 from ..benchmarks.base import Task
 from ..config import option
 from ..errors import ConfigError, ForgetlessError
-from ..nn.backbones import ResNet, feature_width
+from ..nn.backbones import feature_width
 from ..nn.heads import MultiHead
 from ..nn.masks import (
     HAT_CLAMP,
@@ -44,10 +58,13 @@ from ..nn.masks import (
     unit_gradient_factors,
     wrap_units,
 )
+from ..nn.surgery import layer_sources, qualified_names
 from ..nn.taskwise import select_task
 from ..training import Context, TrainConfig, config_optimizer
 from ..training.selection import BestOnValidation, mean_loss
 from .base import Method, register
+
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 @dataclass
@@ -76,15 +93,40 @@ class HAT(Method):
     def __init__(self, info, config=None, backbone=None) -> None:
         super().__init__(info, config, backbone)
         self.backbone = self.make_backbone()
-        if any(isinstance(m, ResNet) for m in self.backbone.modules()):
-            raise ConfigError("hat needs a sequential backbone (its units' inputs come from one layer); "
-                              "valid: mlp, simple-cnn, zenke-cnn")
+        names = qualified_names(self.backbone)
+        for m in self.backbone.modules():
+            if isinstance(m, NORMS):
+                raise ConfigError(f"hat cannot mask units before the normalisation layer {names[id(m)]!r} "
+                                  f"({type(m).__name__}): a unit masked off would come out as its bias, not zero; "
+                                  f"use a network without normalisation layers (valid built-in: mlp, simple-cnn, "
+                                  f"zenke-cnn)")
         self.units: list[UnitMasked] = wrap_units(self.backbone, info.n_tasks, self.config.embedding_init)
         if not self.units:
             raise ConfigError("hat found no Linear/Conv2d layer to mask in the backbone")
+        self.sources = self._unit_sources()
         self.heads = MultiHead(feature_width(self.backbone, info.input_shape), info.task_labels, info.n_outputs)
         self.n_cumulated = 0
         self.tasks_learned = 0
+
+    def _unit_sources(self) -> list[list[int | None]]:
+        """Which masked layers feed each masked layer (see the module docstring); refuses what HAT's
+        per-unit rule cannot express."""
+        example = torch.zeros(2, *self.info.input_shape)
+        sources = layer_sources(self.backbone, self.units, example)
+        names = qualified_names(self.backbone)
+        for unit, src in zip(self.units, sources, strict=True):
+            masked = [j for j in src if j is not None]
+            widths = {self.units[j].n_units for j in masked}
+            layer = unit.layer
+            inputs = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
+            # a conv reads its sources' channels; a linear layer their channels flattened (or pooled)
+            fits = isinstance(layer, nn.Linear) and len(widths) == 1 and inputs % next(iter(widths)) == 0
+            if masked and not (fits or widths == {inputs}):
+                feeds = ", ".join(f"{names[id(self.units[j])]!r} ({self.units[j].n_units} units)" for j in masked)
+                raise ConfigError(f"hat: the {inputs} inputs of layer {names[id(unit)]!r} are not the units of "
+                                  f"{feeds} channel by channel (a concatenation?); HAT's gradient rule needs each "
+                                  f"input unit to be one unit of the layers that feed it")
+        return sources
 
     # ---------------------------------------------------------------------------------- masks
     def cumulated(self) -> list[torch.Tensor] | None:
@@ -120,7 +162,7 @@ class HAT(Method):
         cfg, t = self.config, task.id
         self.train()
         cumulated = self.cumulated()
-        block = unit_gradient_factors(self.units, cumulated) if cumulated is not None else []
+        block = unit_gradient_factors(self.units, cumulated, self.sources) if cumulated is not None else []
         lr, patience = cfg.lr, cfg.lr_patience
         optimizer = self.optimizer(t, lr)
         best = BestOnValidation({"backbone": self.backbone, "head": self.heads.heads[t]})

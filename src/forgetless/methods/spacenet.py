@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..memory.buffer import BufferSize, EpisodicBuffer, buffer_capacity
 from ..nn.backbones import feature_width
 from ..nn.sparse import SparseConv2d, SparseNetwork
+from ..nn.surgery import LAYER_TYPES, layer_sources, qualified_names
 from ..training import Context, TrainConfig, config_optimizer, label_mask, masked_logits
 from .base import Method, register
 
@@ -104,10 +105,12 @@ class SparseCL(Method):
         super().__init__(info, config, backbone)
         cfg = self.config
         name = cfg.backbone or info.default_backbone
-        if backbone is None and name not in SUPPORTED_BACKBONES:
+        if not self.user_backbone and name not in SUPPORTED_BACKBONES:
             raise ConfigError(f"{self.name or type(self).__name__} needs a feed-forward backbone without "
                               f"normalisation; got {name!r}, valid: {', '.join(SUPPORTED_BACKBONES)}")
         dense = self.make_backbone()
+        if self.user_backbone:
+            self._check_chain(dense)
         self.net = SparseNetwork(dense, feature_width(dense, info.input_shape), info.n_outputs)
         self._check_lengths()
         self.history: list[dict[str, Any]] = []
@@ -117,6 +120,31 @@ class SparseCL(Method):
     @classmethod
     def defaults(cls, info: BenchmarkInfo) -> dict[str, Any]:
         return {} if info.default_backbone == "mlp" else _cnn_defaults()
+
+    def _check_chain(self, dense: nn.Module) -> None:
+        """A user's network must be a chain of its Linear/Conv2d layers, in registration order: SpaceNet's
+        neurons are the outputs of one layer and the inputs of the next (Alg. 2 allocates each task's
+        connections between the free neurons of consecutive layers; Alg. 4 reserves them). A skip connection
+        makes a channel the sum of two layers' neurons, which the paper's allocation does not define, so it is
+        refused with the layer named rather than guessed."""
+        who = self.name or type(self).__name__
+        names = qualified_names(dense)
+        for m in dense.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
+                raise ConfigError(f"{who}: normalisation layer {names[id(m)]!r} ({type(m).__name__}) would mix the "
+                                  f"tasks through shared statistics; use a network without normalisation layers")
+        layers = [m for m in dense.modules() if isinstance(m, LAYER_TYPES)]
+        if not layers:
+            raise ConfigError(f"{who} found no Linear/Conv2d layer in the backbone")
+        sources = layer_sources(dense, layers, torch.zeros(2, *self.info.input_shape))
+        for i, src in enumerate(sources):
+            want = [None] if i == 0 else [i - 1]
+            if src != want:
+                got = ", ".join("the network's input" if j is None else repr(names[id(layers[j])]) for j in src)
+                expected = "the network's input" if i == 0 else repr(names[id(layers[i - 1])])
+                raise ConfigError(f"{who}: layer {names[id(layers[i])]!r} reads {got}, not only {expected}: SpaceNet "
+                                  f"allocates connections between consecutive layers of a feed-forward chain, which a "
+                                  f"skip connection or a reordered layer breaks; use a feed-forward network")
 
     def _check_lengths(self) -> None:
         cfg, net = self.config, self.net

@@ -138,6 +138,9 @@ class GatedKernels:
                 weight = torch.empty_like(conv.weight[picked])
                 nn.init.kaiming_normal_(weight, nonlinearity="relu")  # fan-in of one kernel: C_in x k x k
                 bias = None if conv.bias is None else torch.zeros_like(conv.bias[picked])
+            elif isinstance(conv, nn.Linear):  # a user's network: its Linear layers are gated too
+                fresh = nn.Linear(conv.in_features, conv.out_features, bias=conv.bias is not None)
+                fresh = fresh.to(conv.weight.device)
             else:
                 fresh = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                                   bias=conv.bias is not None).to(conv.weight.device)
@@ -354,6 +357,128 @@ class GatedResNet(GatedNetwork):
         return int(total)
 
 
+# ------------------------------------------------------------------------------------ a user's network
+
+class StreamBatchNorm(TaskBatchNorm):
+    """A task batch norm that, while ``streams`` is set, normalises each stream's chunk of a (T*B, ...) batch
+    with its own task's slot (what ``_stream_norm`` does for the built-in ResNet, from inside a user's
+    ``forward`` that knows nothing of streams)."""
+
+    streams: list[int] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.streams is None:
+            return super().forward(x)
+        chunks = x.chunk(len(self.streams))
+        return torch.cat([self.slot(t)(c) for c, t in zip(chunks, self.streams, strict=True)])
+
+
+class GatedLayer(nn.Module):
+    """A user's Conv2d or Linear whose output channels (features) are multiplied, per stream, by the gates of
+    its :class:`GateBank`, computed from the layer's own input (Sec. 3.2). Outside a gated forward pass
+    (``tasks`` None) it is the plain layer. It replaces the layer in place
+    (:func:`forgetless.nn.surgery.replace_layers`)."""
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, bank: GateBank) -> None:
+        super().__init__()
+        self.layer = layer
+        self.bank = bank
+        self.tasks: list[int] | None = None
+        self.gates: torch.Tensor | None = None
+        self.spatial = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layer(x)
+        if self.tasks is None:
+            return out
+        if isinstance(self.layer, nn.Linear) and x.dim() != 2:
+            raise ValueError(f"a gated Linear layer needs (batch, features) inputs, got shape {tuple(x.shape)}")
+        n_streams = len(self.tasks)
+        g = self.bank(x.view(n_streams, -1, *x.shape[1:]), self.tasks)  # (T, B, C_out)
+        self.gates = g
+        self.spatial = out[0, 0].numel()
+        out = out.view(n_streams, -1, *out.shape[1:]) * g.view(*g.shape, *([1] * (out.dim() - 2)))
+        return out.flatten(0, 1)
+
+
+class GatedLayers(GatedNetwork):
+    """CCGN on any network of Conv2d/Linear layers (a user's own, with any ``forward``): every layer's output
+    channels get a gate bank fed by the layer's input, the network runs once on the T streams stacked along
+    the batch (T*B samples; each stream's gates and batch-norm slots are its task's), and must return (T*B, C)
+    features. Our reading of the paper's rule for an arbitrary graph: the gate sits at the layer's output,
+    whatever follows it (a skip sum, pooling, a batch norm: a closed channel is then the norm's constant for
+    the task, still a function of frozen state only); a layer's MACs count all of its input channels (which
+    inputs are open is not traced through arbitrary code)."""
+
+    def __init__(self, net: nn.Module, n_tasks: int, hidden: int = GATE_HIDDEN, temperature: float = CCGN_TEMPERATURE,
+                 bias: float = GATE_BIAS, out_features: int | None = None) -> None:
+        super().__init__()
+        from .surgery import replace_layers
+
+        def build(layer: nn.Module) -> GatedLayer:
+            c_in = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
+            c_out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+            return GatedLayer(layer, GateBank(c_in, c_out, n_tasks, hidden, temperature, bias))
+
+        self.net = net
+        self.gated: list[GatedLayer] = replace_layers(net, build)
+        if not self.gated:
+            raise TypeError("the network has no Conv2d/Linear layer to gate")
+        self.out_features = int(out_features if out_features is not None else getattr(net, "out_features", 0))
+        self._spatial: list[int] = []
+
+    @property
+    def banks(self) -> list[GateBank]:  # owned by the gated layers (one registration per parameter)
+        return [g.bank for g in self.gated]
+
+    def kernels(self) -> list[GatedKernels]:
+        return [GatedKernels([g.layer]) for g in self.gated]
+
+    def _set_streams(self, tasks: list[int] | None) -> None:
+        for m in self.net.modules():
+            if isinstance(m, GatedLayer):
+                m.tasks = tasks
+                m.gates = None
+            elif isinstance(m, StreamBatchNorm):
+                m.streams = tasks
+
+    def forward(self, x: torch.Tensor, tasks: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        n_streams, batch = len(tasks), x.shape[0]
+        self._set_streams(list(tasks))
+        try:
+            out = self.net(x.unsqueeze(0).expand(n_streams, *x.shape).flatten(0, 1))
+            gates = [g.gates for g in self.gated]
+            self._spatial = [g.spatial for g in self.gated]
+        finally:
+            self._set_streams(None)  # no tensor of this pass stays on the modules (nor in a checkpoint)
+        if any(g is None for g in gates):
+            missing = next(i for i, g in enumerate(gates) if g is None)
+            raise ValueError(f"gated layer {missing} was not called in the forward pass")
+        return out.reshape(n_streams, batch, -1), gates
+
+    def _macs(self, layer: nn.Module, c_in, c_out, spatial: int):
+        if isinstance(layer, nn.Linear):
+            return c_in * c_out
+        return _conv_macs(layer, c_in, c_out, spatial)
+
+    def macs(self, gates: Sequence[torch.Tensor], input_channels: int, paper: bool = False) -> torch.Tensor:
+        total = 0
+        for g, gl, spatial in zip(gates, self.gated, self._spatial, strict=True):
+            layer = gl.layer
+            c_in = 1.0 if paper else float(layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels)
+            total = total + self._macs(layer, c_in, g.sum(-1), spatial) + (0 if paper else gl.bank.macs())
+        return total
+
+    def dense_macs(self, input_channels: int, paper: bool = False) -> int:
+        total = 0
+        for gl, spatial in zip(self.gated, self._spatial, strict=True):
+            layer = gl.layer
+            linear = isinstance(layer, nn.Linear)
+            c_in = 1 if paper else (layer.in_features if linear else layer.in_channels)
+            total += self._macs(layer, c_in, layer.out_features if linear else layer.out_channels, spatial)
+        return int(total)
+
+
 def gate(backbone: nn.Module, n_tasks: int, hidden: int = GATE_HIDDEN, temperature: float = CCGN_TEMPERATURE,
          bias: float = GATE_BIAS) -> GatedNetwork:
     """The gated version of a ``simple-cnn`` or ``resnet18``/``resnet32`` backbone (sharing its layers)."""
@@ -400,6 +525,6 @@ def sparsity_loss(gates: Sequence[torch.Tensor]) -> torch.Tensor:
     return sum(g.mean() for g in gates) / len(gates)
 
 
-__all__ = ["GATE_BIAS", "GATE_HIDDEN", "GateBank", "GatedBasicBlock", "GatedKernels", "GatedNetwork", "GatedResNet",
-           "GatedSimpleCNN", "GatingModule", "dense_inference_macs", "gate", "inference_macs", "set_gate_noise",
-           "sparsity_loss"]
+__all__ = ["GATE_BIAS", "GATE_HIDDEN", "GateBank", "GatedBasicBlock", "GatedKernels", "GatedLayer", "GatedLayers",
+           "GatedNetwork", "GatedResNet", "GatedSimpleCNN", "GatingModule", "StreamBatchNorm", "dense_inference_macs",
+           "gate", "inference_macs", "set_gate_noise", "sparsity_loss"]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .surgery import replace_layers
 
 
 def top_k(scores: torch.Tensor, k: int, generator: torch.Generator | None = None, largest: bool = True) -> torch.Tensor:
@@ -246,24 +247,26 @@ class SparseConv2d(SparseLayer):
                 f"padding={self.padding}, kernels={self.connections()}")
 
 
+def sparse_twin(layer: nn.Linear | nn.Conv2d) -> SparseLinear | SparseConv2d:
+    """An empty sparse layer of ``layer``'s shape (no connection, zero biases)."""
+    if isinstance(layer, nn.Linear):
+        return SparseLinear(layer.in_features, layer.out_features, layer.bias is not None)
+    if layer.groups != 1 or not isinstance(layer.padding, (int, tuple)):
+        raise ConfigError("sparse layers support ungrouped convolutions with numeric padding only")
+    return SparseConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                        layer.dilation, layer.bias is not None)
+
+
 def sparsify(module: nn.Module) -> nn.Module:
     """Replace, in place, every ``nn.Linear`` and ``nn.Conv2d`` inside ``module`` by an empty sparse twin.
 
     Normalisation layers would mix tasks through shared statistics, so they are refused.
     """
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.Linear):
-            setattr(module, name, SparseLinear(child.in_features, child.out_features, child.bias is not None))
-        elif isinstance(child, nn.Conv2d):
-            if child.groups != 1 or not isinstance(child.padding, (int, tuple)):
-                raise ConfigError("sparse layers support ungrouped convolutions with numeric padding only")
-            setattr(module, name, SparseConv2d(child.in_channels, child.out_channels, child.kernel_size,
-                                               child.stride, child.padding, child.dilation, child.bias is not None))
-        elif isinstance(child, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
-            raise ConfigError(f"sparse networks cannot hold normalisation layers ({type(child).__name__}): "
+    for name, child in module.named_modules():
+        if isinstance(child, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
+            raise ConfigError(f"sparse networks cannot hold normalisation layers ({name}: {type(child).__name__}): "
                               f"use a backbone without them (mlp, zenke-cnn, simple-cnn)")
-        else:
-            sparsify(child)
+    replace_layers(module, sparse_twin)
     return module
 
 

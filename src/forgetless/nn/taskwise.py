@@ -16,6 +16,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+from .surgery import qualified_names, replace_layers
+
 _SAME = object()
 
 
@@ -76,4 +79,28 @@ def task_norms(module: nn.Module) -> Iterator[TaskBatchNorm]:
     return (m for m in module.modules() if isinstance(m, TaskBatchNorm))
 
 
-__all__ = ["TaskBatchNorm", "TaskConditioned", "select_task", "task_norms"]
+def task_specific_norms(module: nn.Module, n_tasks: int,
+                        cls: type[TaskBatchNorm] = TaskBatchNorm) -> list[TaskBatchNorm]:
+    """Make every ``BatchNorm1d``/``BatchNorm2d`` of a network (a user's own) task-specific, in place: each
+    becomes a :class:`TaskBatchNorm` (or ``cls``) of ``n_tasks`` slots, every slot starting from the original's
+    scale, bias and running statistics. The network's ``forward`` keeps calling the same attribute."""
+    names = qualified_names(module)
+
+    def build(norm: nn.Module) -> TaskBatchNorm:
+        if not (norm.affine and norm.track_running_stats):
+            raise ConfigError(f"batch norm {names.get(id(norm), '?')!r} has affine=False or "
+                              f"track_running_stats=False; task-specific batch norm needs both")
+        dims = 1 if isinstance(norm, nn.BatchNorm1d) else 2
+        new = cls(norm.num_features, n_tasks, dims=dims, eps=norm.eps, momentum=norm.momentum)
+        for slot in new.norms:
+            slot.load_state_dict(norm.state_dict())
+        new.to(norm.weight.device)
+        new.train(norm.training)
+        return new
+
+    replace_layers(module, build, (nn.BatchNorm1d, nn.BatchNorm2d),
+                   keep=lambda parent, child: isinstance(parent, TaskBatchNorm))
+    return list(task_norms(module))
+
+
+__all__ = ["TaskBatchNorm", "TaskConditioned", "select_task", "task_norms", "task_specific_norms"]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
+from ..surgery import replace_layers
 from ..taskwise import TaskConditioned
 from .binarize import Surrogate, binarize, check_surrogate
 
@@ -268,10 +269,8 @@ def mask_layers(module: nn.Module, threshold: float = 0.0, surrogate: Surrogate 
                 temperature: float = 1.0) -> list[MaskedLinear | MaskedConv2d]:
     """Replace every Linear/Conv2d inside ``module`` by a masked layer sharing its parameters (in place);
     returns all masked layers of ``module`` in registration order. Already masked layers are kept."""
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, (nn.Linear, nn.Conv2d)) and not isinstance(child, MaskedWeight):
-                setattr(parent, name, masked_copy(child, threshold, surrogate, temperature))
+    replace_layers(module, lambda child: masked_copy(child, threshold, surrogate, temperature),
+                   keep=lambda parent, child: isinstance(child, MaskedWeight))
     return masked_layers(module)
 
 

@@ -16,8 +16,9 @@ The pieces, usable for unit masks (HAT, DGMa) and weight masks (DGMw) alike:
   :func:`reuse_weight`: the regularizer weight ``lambda_RU * S_t / S_free`` of DGM Sec. 3.3.
 - :func:`sparsity_regularizer`: ``sum m (1 - m^{<t}) / sum (1 - m^{<t})`` over all masked layers (HAT Eq. 5;
   DGM Eq. 6): only units that are still free are penalised, so reusing old units is free.
-- :class:`UnitMasked` / :func:`wrap_units` / :func:`unit_gradient_factors`: HAT on a sequential network
-  (each Linear/Conv2d's output units multiplied by the task's mask).
+- :class:`UnitMasked` / :func:`wrap_units` / :func:`unit_gradient_factors`: HAT on any network of Linear/Conv2d
+  layers (each one's output units multiplied by the task's mask; the input-side mask of a layer from the layers
+  that feed it, the elementwise max of several where they are summed).
 
 Defaults are those of the HAT code (``joansj/hat``, ``src/approaches/hat.py``): s_max 400, lambda 0.75,
 embedding clamp 6, cosh clamp 50, embeddings N(0, 1) (``torch.nn.Embedding``'s initialisation).
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ..surgery import replace_layers
 from ..taskwise import TaskConditioned
 
 HAT_SMAX = 400.0
@@ -234,16 +236,9 @@ def wrap_units(module: nn.Module, n_tasks: int, init: Literal["normal", "zeros"]
                generator: torch.Generator | None = None) -> list[UnitMasked]:
     """Replace every Linear/Conv2d of ``module`` by a :class:`UnitMasked` (in place); returns them in
     registration order, which is the forward order of a sequential network."""
-    wrapped = []
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, (nn.Linear, nn.Conv2d)) and not isinstance(parent, UnitMasked):
-                unit = UnitMasked(child, n_tasks, init, generator)
-                setattr(parent, name, unit)
-    for m in module.modules():
-        if isinstance(m, UnitMasked):
-            wrapped.append(m)
-    return wrapped
+    replace_layers(module, lambda child: UnitMasked(child, n_tasks, init, generator),
+                   keep=lambda parent, child: isinstance(parent, UnitMasked))
+    return [m for m in module.modules() if isinstance(m, UnitMasked)]
 
 
 def set_scale(module: nn.Module, s: float) -> None:
@@ -253,16 +248,30 @@ def set_scale(module: nn.Module, s: float) -> None:
             m.s = s
 
 
-def unit_gradient_factors(layers: Sequence[UnitMasked], cumulated: Sequence[torch.Tensor]) -> list[tuple[nn.Parameter,
-                                                                                                          torch.Tensor]]:
-    """(parameter, 1 - mask) pairs for a chain of unit-masked layers: a weight's mask is ``min(post, pre)``
-    of the cumulated masks of its output units and of the previous layer's units, a bias's that of its
-    output units (HAT, ``mask_back``). The first layer's inputs are not masked."""
+def unit_gradient_factors(layers: Sequence[UnitMasked], cumulated: Sequence[torch.Tensor],
+                          sources: Sequence[Sequence[int | None]] | None = None) -> list[tuple[nn.Parameter,
+                                                                                               torch.Tensor]]:
+    """(parameter, 1 - mask) pairs for unit-masked layers: a weight's mask is ``min(post, pre)`` of the
+    cumulated masks of its output units and of its input units, a bias's that of its output units (HAT,
+    ``mask_back``).
+
+    ``sources[i]`` says which layers layer i's input is computed from (:func:`forgetless.nn.surgery.layer_sources`;
+    default: a chain, layer i - 1, the first layer reading the unmasked input). The input units' mask is the
+    cumulated mask of the one source or, where the input is a sum of several masked outputs (a skip connection),
+    the elementwise max of theirs: an input channel is protected as soon as one of its terms is used by an
+    earlier task. An input that also depends on something unmasked (the network's input, a parameter of the
+    network outside the masked layers) counts as fully used (no pre mask): blocking more is safe, less is not."""
     if len(layers) != len(cumulated):
         raise ValueError(f"{len(layers)} layers but {len(cumulated)} cumulated masks")
+    if sources is None:
+        sources = [[i - 1] if i > 0 else [None] for i in range(len(layers))]
     pairs = []
-    for i, (unit, post) in enumerate(zip(layers, cumulated, strict=True)):
-        pre = cumulated[i - 1] if i > 0 else None
+    for unit, post, src in zip(layers, cumulated, sources, strict=True):
+        pre: torch.Tensor | None = None
+        if src and None not in src:
+            pre = cumulated[src[0]]
+            for j in src[1:]:
+                pre = torch.maximum(pre, cumulated[j])
         w = unit.layer.weight
         pairs.append((w, 1 - unit_weight_mask(post, pre, w.shape).to(w.device)))
         if unit.layer.bias is not None:
