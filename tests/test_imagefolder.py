@@ -118,3 +118,24 @@ def test_mancini_config_runs_end_to_end_with_a_pretrained_file(tmp_path):
     assert row["ours"] is not None and 0 <= row["ours"][0] <= 100
     storage = next(r for r in result["rows"] if r["metric"] == "storage.params_ratio")
     assert storage["ours"][0] > 1
+
+
+def test_a_pretrained_backbone_is_not_retrained_on_task_1(tmp_path):
+    """With a weight file, task 1 learns only its classifier: the backbone (and its batch-norm statistics)
+    stays the loaded network."""
+    from forgetless import benchmarks, methods, runner
+
+    folders = [_make_folder(tmp_path / name, classes=2, seed=i) for i, name in enumerate(("imagenet", "cubs"))]
+    net = backbones.create("resnet18", (3, 32, 32), stem="imagenet")
+    torch.save(net.state_dict(), tmp_path / "resnet18.pth")
+    bench = benchmarks.build("domain-chain", "task", 0, str(tmp_path), datasets=[f"folder:{f}" for f in folders],
+                             size=32)
+    method = methods.create("classifier-only", bench.info(), backbone="resnet18",
+                            pretrained=str(tmp_path / "resnet18.pth"), pretrain_iterations=3, iterations=2,
+                            batch_size=4, pretrain_batch_size=4, norm=False)
+    loaded = {k: v.clone() for k, v in method.backbone.state_dict().items()}
+    head = method.heads.heads[0].weight.detach().clone()
+    runner.run(method, bench, scenario="task", quiet=True)
+    after = method.backbone.state_dict()
+    assert all(torch.equal(loaded[k], after[k]) for k in loaded)
+    assert not torch.equal(head, method.heads.heads[0].weight)

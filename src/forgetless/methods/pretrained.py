@@ -158,11 +158,18 @@ class TransferMethod(Method):
 
     def pretrain(self, task: Task, ctx: Context) -> None:
         """Train backbone and head 1 on the first task: the pretrained baseline, identical in every
-        transfer method (SGD with momentum 0.9, ``pretrain_lr`` divided by 10 at ``pretrain_decay_at``)."""
+        transfer method (SGD with momentum 0.9, ``pretrain_lr`` divided by 10 at ``pretrain_decay_at``). With
+        ``pretrained=PATH`` the backbone is the loaded network and only head 1 is trained."""
         cfg = self.config
         net = self.select(0)
         net.train()
         params = list(net.parameters()) + list(self.heads.heads[0].parameters())
+        if getattr(cfg, "pretrained", None):
+            # The loaded weights are the pretrained network (ImageNet in the paper's protocol), not a starting
+            # point: only task 1's classifier is learned (torchvision's own classifier keys are not loaded),
+            # with the backbone and its batch-norm statistics as they came.
+            freeze_norm_statistics(net)
+            params = list(self.heads.heads[0].parameters())
         optimizer = make_optimizer(params, "sgd", cfg.pretrain_lr, cfg.momentum, cfg.weight_decay, fused=True)
         fit(ctx, ctx.batches(task.train, cfg.pretrain_batch_size, epochs=cfg.pretrain_epochs,
                              iterations=cfg.pretrain_iterations, desc="pretrain"),
