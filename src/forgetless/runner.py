@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, checkpoint, fileio, metrics
+from . import __version__, benchmarks, checkpoint, distributed, fileio, metrics
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, ForgetlessError, RunExistsError
@@ -200,8 +200,11 @@ def run(
     ``method``/``benchmark`` are registry names (built with ``config``/``bench_options``) or ready
     objects. With ``out`` set, results, the log and a checkpoint after every task are written there.
     """
-    device = resolve_device(device)
+    device = distributed.init(resolve_device(device))  # torchrun: join the group, this rank's device
+    rank = distributed.rank()
+    quiet = quiet or rank != 0  # only rank 0 prints and writes
     bench, method_name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
+    distributed.check_method(method_name, model)
     info = bench.info()
     identity = _identity(method_name, bench, seed, mbase.config_dict(model))
     progress = not quiet and sys.stderr.isatty()
@@ -214,8 +217,10 @@ def run(
     eval_seconds = 0.0
     start = 0
     if out_dir is not None:
-        ckpt = _check_out_dir(out_dir, resume, overwrite)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        # rank 0 decides (and cleans up); every rank then loads the same checkpoint
+        ckpt = distributed.broadcast_object(_check_out_dir(out_dir, resume, overwrite) if rank == 0 else None)
+        if rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is not None:
             state = checkpoint.read(ckpt, template=model)  # never unpickles code: see checkpoint.py
             if state.get("format") != CHECKPOINT_FORMAT:
@@ -230,7 +235,7 @@ def run(
             if not quiet:
                 print(f"resuming {out_dir} after task {start}/{len(bench)}", file=sys.stderr)
     model.to(device)
-    log_file = open(out_dir / "log.jsonl", "a") if out_dir is not None else None  # noqa: SIM115
+    log_file = open(out_dir / "log.jsonl", "a") if out_dir is not None and rank == 0 else None  # noqa: SIM115
     metric = "mse" if info.kind == "regression" else "accuracy"
     if evaluate_future and start == 0 and not reference:
         # FWT's reference b_j: every task evaluated by the model before it has learned anything.
@@ -241,11 +246,13 @@ def run(
             task = bench.tasks[i]
             seed_everything(task_seed(seed, i))
             ctx = mbase.Context(device=device, generator=torch.Generator().manual_seed(task_seed(seed, i)),
-                                task_index=i, n_tasks=len(bench), progress=progress, out_dir=out_dir,
-                                _log_file=log_file)
+                                task_index=i, n_tasks=len(bench), progress=progress,
+                                out_dir=out_dir if rank == 0 else None, rank=rank,
+                                world_size=distributed.world_size(), _log_file=log_file)
             t0 = time.perf_counter()
             model.train()
             model.learn(task.to(device), ctx)
+            distributed.task_boundary(model, i)
             per_task.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             upto = len(bench) if evaluate_future else i + 1
@@ -259,7 +266,7 @@ def run(
                 shown = " ".join(f"{v:.4f}" for v in rows[-1])
                 print(f"[{method_name}] task {i + 1}/{len(bench)} ({per_task[-1]:.1f}s) {metric}: {shown}",
                       file=sys.stderr)
-            if out_dir is not None:
+            if out_dir is not None and rank == 0:
                 _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, per_task, eval_seconds,
                             keep_checkpoints)
                 fileio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, reference,
@@ -270,7 +277,7 @@ def run(
     macs = measure_macs(model, bench)
     result = _results(identity, bench, rows, inference_rows, reference, per_task, eval_seconds, model, macs,
                       complete=True)
-    if out_dir is not None:
+    if out_dir is not None and rank == 0:
         fileio.write_json(out_dir / "results.json", result)
     return result
 
@@ -341,6 +348,7 @@ def _results(identity, bench: Benchmark, rows, inference_rows, reference, per_ta
         "time": {"train_seconds": sum(per_task), "per_task_seconds": per_task, "eval_seconds": eval_seconds},
         "versions": {"forgetless": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "complete": complete,
+        "world_size": distributed.world_size(),  # processes the run trained on (data-parallel when > 1)
     }
     if regression:
         result["mse"] = rows
