@@ -58,7 +58,7 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (_run(tmp, out="afile/sub"), "which is a file; valid: a directory path"),
         (_run(tmp, "--seed", "-1"), "--seed -1 is out of range; valid: an integer in 0..2**63-1"),
         (_run(tmp, "--seed", str(10**30)), "is out of range; valid: an integer in 0..2**63-1"),
-        (_run(tmp, "--bench", "classes_per_task=0"), "classes_per_task must be >= 1"),
+        (_run(tmp, "--bench", "classes_per_task=0"), "classes_per_task=0 is out of range for split-digits"),
         (_run(tmp, "--bench", "n_tasks=100"), "n_tasks must be in 1..5, got 100"),
         (_run(tmp, "--bench", "train_per_class=0"), "--bench train_per_class=0 is out of range; valid: an integer"),
         (_run(tmp, "--bench", "test_per_class=-1"), "--bench test_per_class=-1 is out of range"),

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-checkpoints", action="store_true", help="keep every task's checkpoint, not only the last")
     run.add_argument("--eval-future", action="store_true", help="also evaluate tasks not yet learned (for FWT)")
     run.add_argument("--help-set", action="store_true", help="list the method's --set keys and exit (forgetless show)")
+    run.add_argument("--nproc", type=int, default=1,
+                     help="train data-parallel on N local processes (launches torch.distributed.run; default 1)")
 
     cmp_ = sub.add_parser("compare", help="several methods x seeds: table and plots")
     cmp_.add_argument("--methods", required=True, help="comma-separated method names")
@@ -261,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         _check_paths(args)
         if args.command == "run":
-            from . import runner
+            from . import distributed, runner
 
             if args.resume and args.overwrite:
                 raise ConfigError("--resume and --overwrite exclude each other; valid: one of them")
             runner.check_seed(args.seed)
+            if args.nproc != 1:
+                return _launch(sys.argv[1:] if argv is None else list(argv), args.nproc)
             method_cfg, bench_cfg = _overrides(args)
             out = args.out or Path("runs") / f"{args.method}-{args.benchmark}-{args.scenario}-s{args.seed}"
             result = runner.run(args.method, args.benchmark, scenario=args.scenario, seed=args.seed,
@@ -273,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                                 overwrite=args.overwrite, device=args.device, data_root=args.data_dir,
                                 evaluate_future=args.eval_future, keep_checkpoints=args.keep_checkpoints,
                                 quiet=args.quiet, log=args.log, log_every=args.log_every)
-            _print_result(result, out)
+            if distributed.rank() == 0:
+                _print_result(result, out)
             return 0
         if args.command == "compare":
             from .compare import compare
@@ -314,6 +319,33 @@ def main(argv: list[str] | None = None) -> int:
         print("forgetless: interrupted (finished tasks are checkpointed; rerun with --resume)", file=sys.stderr)
         return 130
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch(argv: list[str], nproc: int) -> int:
+    """``forgetless run --nproc N ...``: the same command under ``torch.distributed.run`` (what ``torchrun
+    --standalone --nproc_per_node N -m forgetless run ...`` does), N processes on this machine."""
+    import os
+    import subprocess
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--nproc under torchrun: the processes are already launched; drop --nproc")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "forgetless", *_without_nproc(argv)]
+    return subprocess.run(cmd, check=False).returncode
 
 
 def _print_result(result: dict[str, Any], out: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, checkpoint, fileio, loggers, metrics, provenance, rundir
+from . import __version__, benchmarks, checkpoint, distributed, fileio, loggers, metrics, provenance, rundir
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, DivergedError, ForgetlessError, RunExistsError
@@ -246,14 +246,18 @@ def run(
     backends = loggers.parse(log)
     if log_every < 1 or not heartbeat_seconds > 0:
         raise ConfigError(f"--log-every must be >= 1 (got {log_every}) and the heartbeat interval > 0")
-    device = resolve_device(device)
+    device = distributed.init(resolve_device(device))  # torchrun: join the group, this rank's device
+    rank = distributed.rank()
+    quiet = quiet or rank != 0  # only rank 0 prints and writes
     warm_up()
     bench, method_name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
-    if out is None:
-        return _run(bench, method_name, model, device, seed, None, resume, overwrite, evaluate_future,
+    distributed.check_method(method_name, model)
+    out_dir = None if out is None else Path(out)
+    if out_dir is None or rank != 0:  # the run directory is rank 0's: it alone locks and writes it
+        return _run(bench, method_name, model, device, seed, out_dir, resume, overwrite, evaluate_future,
                     keep_checkpoints, quiet, backends, log_every, heartbeat_seconds, data_root)
-    with rundir.locked(Path(out)):  # taken after the options are known good: a typo leaves no directory
-        return _run(bench, method_name, model, device, seed, Path(out), resume, overwrite, evaluate_future,
+    with rundir.locked(out_dir):  # taken after the options are known good: a typo leaves no directory
+        return _run(bench, method_name, model, device, seed, out_dir, resume, overwrite, evaluate_future,
                     keep_checkpoints, quiet, backends, log_every, heartbeat_seconds, data_root)
 
 
@@ -261,6 +265,7 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
          out_dir: Path | None, resume: bool, overwrite: bool, evaluate_future: bool, keep_checkpoints: bool,
          quiet: bool, backends: Sequence[str] = (), log_every: int = 50, heartbeat_seconds: float = 30.0,
          data_root: str | None = None) -> dict[str, Any]:
+    rank = distributed.rank()
     info = bench.info()
     identity = _identity(method_name, bench, seed, mbase.config_dict(model))
     progress = not quiet and sys.stderr.isatty()
@@ -273,7 +278,8 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
     eval_seconds = 0.0
     start = 0
     if out_dir is not None:
-        ckpt = _check_out_dir(out_dir, resume, overwrite)
+        # rank 0 decides (and cleans up); every rank then loads the same checkpoint
+        ckpt = distributed.broadcast_object(_check_out_dir(out_dir, resume, overwrite) if rank == 0 else None)
         if ckpt is not None:
             state = checkpoint.read(ckpt, template=model)  # never unpickles code: see checkpoint.py
             if state.get("format") != CHECKPOINT_FORMAT:
@@ -290,8 +296,8 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
                 print(f"resuming {out_dir} after task {start}/{len(bench)}", file=sys.stderr)
     model.to(device)
     origin = provenance.collect(device, data_root)
-    log_file = open(out_dir / "log.jsonl", "a") if out_dir is not None else None  # noqa: SIM115
-    sinks = loggers.create(backends, out_dir, identity)
+    log_file = open(out_dir / "log.jsonl", "a") if out_dir is not None and rank == 0 else None  # noqa: SIM115
+    sinks = loggers.create(backends, out_dir, identity) if rank == 0 else []
     heartbeat = (loggers.Heartbeat(heartbeat_seconds, label=f"[{method_name} seed {seed}] ")
                  if not quiet and not sys.stderr.isatty() else None)
     metric = "mse" if info.kind == "regression" else "accuracy"
@@ -304,8 +310,10 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
             task = bench.tasks[i]
             seed_everything(task_seed(seed, i))
             ctx = mbase.Context(device=device, generator=torch.Generator().manual_seed(task_seed(seed, i)),
-                                task_index=i, n_tasks=len(bench), progress=progress, out_dir=out_dir,
-                                log_every=log_every, _log_file=log_file, loggers=sinks, heartbeat=heartbeat)
+                                task_index=i, n_tasks=len(bench), progress=progress,
+                                out_dir=out_dir if rank == 0 else None, rank=rank,
+                                world_size=distributed.world_size(), log_every=log_every, _log_file=log_file,
+                                loggers=sinks, heartbeat=heartbeat)
             t0, c0 = time.perf_counter(), time.process_time()
             model.train()
             try:
@@ -315,6 +323,7 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
                     raise
                 raise DivergedError(f"diverged at task {i + 1} (a value overflowed: {exc})", task=i + 1, step=None,
                                     name="overflow", value=math.inf) from None
+            distributed.task_boundary(model, i)
             check_parameters(model, i)  # one host read per task; the loss was checked at every log point
             per_task.append(time.perf_counter() - t0)
             per_task_cpu.append(time.process_time() - c0)
@@ -331,15 +340,15 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
                 print(f"[{method_name} seed {seed}] task {i + 1}/{len(bench)} ({per_task[-1]:.1f}s, "
                       f"{per_task_cpu[-1]:.1f} CPU-s) {metric}: {shown}",
                       file=sys.stderr)
-            if out_dir is not None:
+            if out_dir is not None and rank == 0:
                 _checkpoint(out_dir, i, model, identity, rows, inference_rows, reference, per_task, eval_seconds,
                             keep_checkpoints, per_task_cpu=per_task_cpu)
                 fileio.write_json(out_dir / "results.json", _results(identity, bench, rows, inference_rows, reference,
                                                                    per_task, eval_seconds, model, None, complete=False,
                                                                    per_task_cpu=per_task_cpu, origin=origin))
     except DivergedError as err:
-        raise _diverged(err, out_dir, log_file, identity, bench, rows, inference_rows, reference, per_task,
-                        eval_seconds, model) from None
+        raise _diverged(err, out_dir if rank == 0 else None, log_file, identity, bench, rows, inference_rows,
+                        reference, per_task, eval_seconds, model) from None
     finally:
         if log_file is not None:
             log_file.close()
@@ -348,7 +357,7 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
     macs = measure_macs(model, bench)
     result = _results(identity, bench, rows, inference_rows, reference, per_task, eval_seconds, model, macs,
                       complete=True, per_task_cpu=per_task_cpu, origin=origin)
-    if out_dir is not None:
+    if out_dir is not None and rank == 0:
         fileio.write_json(out_dir / "results.json", result)
     return result
 
@@ -445,6 +454,7 @@ def _results(identity, bench: Benchmark, rows, inference_rows, reference, per_ta
         "versions": {"forgetless": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "provenance": origin,
         "complete": complete,
+        "world_size": distributed.world_size(),  # processes the run trained on (data-parallel when > 1)
     }
     if regression:
         result["mse"] = rows

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..benchmarks.base import BenchmarkInfo, Split, Task
 from ..config import option
+from ..distributed import all_reduce_gradients
 from ..errors import ConfigError, ForgetlessError
 from ..memory.buffer import BufferSize, EpisodicBuffer, buffer_capacity
 from ..memory.ccgn_generators import TaskGenerator, WGANConfig, per_task_counts
@@ -290,7 +291,7 @@ class CCGN(Method):
                 xr, tr = self.rehearsal_batch(batch.x, t, ctx)
                 task_ce = self.task_loss(xr, tr, t)
                 loss = loss + task_ce
-            self.step(loss, params, frozen, optimizer)
+            self.step(loss, params, frozen, optimizer, batch.share)
             if ctx.should_log(batch):
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=ce, sparsity=sparsity,
                         **({"task_loss": task_ce} if task_ce is not None else {}))
@@ -324,12 +325,15 @@ class CCGN(Method):
         return save_image_grid(torch.stack(rows), path)
 
     def step(self, loss: torch.Tensor, params: list[nn.Parameter],
-             frozen: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer) -> None:
+             frozen: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
+             share: float = 1.0) -> None:
         """One optimiser step on ``loss`` that leaves the kernels frozen for earlier tasks (``frozen``: parameter,
         rows, saved values) exactly as they were. Their gradients are zeroed before clipping: they are never
-        applied, and counted in the norm they would shrink the clipped step of the kernels that do learn."""
+        applied, and counted in the norm they would shrink the clipped step of the kernels that do learn.
+        ``share``: this rank's fraction of the global batch when data-parallel."""
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        all_reduce_gradients(params, share)
         block_gradients_((p, (~rows).to(p.dtype).view(-1, *(1,) * (p.dim() - 1))) for p, rows, _ in frozen)
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(params, self.config.grad_clip)

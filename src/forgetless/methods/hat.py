@@ -41,6 +41,7 @@ from torch import nn
 
 from ..benchmarks.base import Task
 from ..config import option
+from ..distributed import all_reduce_gradients
 from ..errors import ConfigError, ForgetlessError
 from ..nn.backbones import feature_width
 from ..nn.heads import MultiHead
@@ -172,6 +173,8 @@ class HAT(Method):
             loss, ce = self.loss(batch.x, batch.y, t, s)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if ctx.world_size > 1:
+                all_reduce_gradients(trainable, batch.share)
             block_gradients_(block)
             for u in self.units:
                 u.mask.compensate_(s, cfg.smax, cfg.cosh_clamp)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import option
+from ..distributed import all_reduce_gradients, optimizer_params
 from ..errors import ConfigError
 from ..metrics import tensor_bytes
 from ..nn import backbones
@@ -153,7 +154,7 @@ class HnetClassifier(Method):
         cfg = self.config
         session = self.start_task(t, ctx.generator)
         for batch in ctx.batches(task.train, cfg.batch_size, epochs=cfg.epochs, iterations=cfg.iterations):
-            loss, reg = self.train_step(session, batch.x, batch.y, ctx.generator)
+            loss, reg = self.train_step(session, batch.x, batch.y, ctx.generator, batch.share)
             if ctx.should_log(batch):
                 ctx.log(step=batch.step, epoch=batch.epoch, loss=loss, regularizer=reg)
         self.finish_task(session)
@@ -170,15 +171,18 @@ class HnetClassifier(Method):
                 "opt_emb": config_optimizer([emb], cfg, cfg.emb_lr or cfg.lr, fused=True)}
 
     def train_step(self, session: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   generator: torch.Generator | None = None,
+                   share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One step: task loss through the generated weights, then Eq. 2's gradient at the lookahead, then
-        the optimisers (hypernetwork and current embedding)."""
+        the optimisers (hypernetwork and current embedding). ``share``: this rank's fraction of the global
+        batch when data-parallel (the task gradient is all-reduced before the lookahead reads it)."""
         opt_theta, opt_emb = session["opt_theta"], session["opt_emb"]
         out = self.target(x, self.hnet(session["emb"], truncate=False))
         loss = self.task_loss(out, y, session["keep"])
         opt_theta.zero_grad(set_to_none=True)
         opt_emb.zero_grad(set_to_none=True)
         loss.backward()
+        all_reduce_gradients(optimizer_params(opt_theta, opt_emb), share)
         reg = self.regularizer.backward(self.hnet, opt_theta, generator)
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(session["theta"], self.config.grad_clip)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..benchmarks.base import BenchmarkInfo, Split, Task, union
 from ..config import option
+from ..distributed import all_reduce_gradients
 from ..errors import ConfigError
 from ..memory.buffer import BufferSize, EpisodicBuffer, buffer_capacity
 from ..nn.backbones import feature_width
@@ -203,6 +204,8 @@ class SparseCL(Method):
             loss = self.loss(net(batch.x, show_old_outputs=show_old_outputs), batch.y, keep)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if ctx.world_size > 1:
+                all_reduce_gradients(net.parameters(), batch.share)
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             before = [layer.values.detach().clone() for layer in layers]  # the task's units only: cheap

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..benchmarks.base import Split
+from ..errors import ConfigError
 from .divergence import check_logged
 
 
@@ -27,6 +28,7 @@ class Batch:
     index: int  # 0-based batch index within the epoch
     per_epoch: int  # batches in one epoch
     total: int  # steps in the whole task
+    share: float = 1.0  # this rank's fraction of the global batch (weights its gradient in the all-reduce)
 
     @property
     def last_in_epoch(self) -> bool:
@@ -76,12 +78,25 @@ class Context:
         """Shuffled mini-batches for ``iterations`` steps (cycling over epochs) or ``epochs`` passes.
 
         Batches are index slices of in-memory tensors, transformed (and augmented if ``train``) batch-wise.
+
+        Data-parallel (``world_size`` > 1): ``batch_size`` is the global batch. Every rank draws the same
+        permutation, cuts the same global batches and keeps its ``rank::world_size`` share of each, so the
+        ranks' shards are disjoint and together are the one-process batch. The global batch is transformed
+        on every rank before it is cut: augmentation then draws what one process would, and the generator
+        stays in step on every rank (the transform is cheap next to the forward/backward that is split).
         """
         n = len(split)
         if n == 0:
             return
+        ws = self.world_size
+        if batch_size < ws:
+            raise ConfigError(f"batch size {batch_size} is smaller than the world size {ws}: a rank would have "
+                              "no data; use a larger batch_size or fewer processes")
         per_epoch = (n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size))
-        per_epoch = max(1, math.ceil(per_epoch / self.world_size))
+        if ws > 1 and 0 < n - (per_epoch - 1) * batch_size < ws:
+            per_epoch -= 1  # a last global batch smaller than the world would leave a rank without data: skipped
+            if per_epoch == 0:
+                return
         total = iterations if iterations else epochs * per_epoch
         bar = self.bar(total, f"task {self.task_index + 1}/{self.n_tasks} {desc}")
         if self.heartbeat is not None:
@@ -89,13 +104,17 @@ class Context:
         step = 0
         epoch = 0
         while step < total:
-            order = torch.randperm(n, generator=self.generator)[self.rank :: self.world_size].to(split.device)
+            order = torch.randperm(n, generator=self.generator).to(split.device)
             for index in range(per_epoch):
                 idx = order[index * batch_size : (index + 1) * batch_size]
                 if len(idx) == 0:
                     break
                 x, y = split.batch(idx, train, self.generator)
-                yield Batch(x, y, step, epoch, index, per_epoch, total)
+                share = 1.0
+                if ws > 1:
+                    x, y = x[self.rank :: ws].contiguous(), y[self.rank :: ws].contiguous()
+                    share = len(y) / len(idx)
+                yield Batch(x, y, step, epoch, index, per_epoch, total, share)
                 step += 1
                 if bar is not None:
                     bar.update(1)

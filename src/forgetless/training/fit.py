@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import all_reduce_gradients, optimizer_params
 from .context import Batch, Context
 from .optim import step_decay
 
@@ -42,6 +43,8 @@ def fit(ctx: Context, batches: Iterable[Batch], optimizers: Sequence[torch.optim
         out = loss_fn(batch)
         loss, logged = out if isinstance(out, tuple) else (out, {"loss": out})
         loss.backward()
+        if ctx.world_size > 1:  # the global batch's gradient, before any surgery or clipping sees it
+            all_reduce_gradients(optimizer_params(*optimizers), batch.share)
         if before_step is not None:
             before_step(batch)
         if grad_clip:

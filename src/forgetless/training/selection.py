@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..benchmarks.base import Split
+from ..distributed import broadcast_object
 
 
 @torch.no_grad()
@@ -36,7 +37,9 @@ class BestOnValidation:
         self._state: dict[str, Any] | None = None
 
     def update(self, value: float) -> bool:
-        """Record ``value``; True (and a snapshot) when it is the lowest so far."""
+        """Record ``value``; True (and a snapshot) when it is the lowest so far. Data-parallel, rank 0's value
+        decides on every rank (batch-norm running statistics, and so validation losses, differ per rank)."""
+        value = broadcast_object(value)
         if not value < self.best:
             return False
         self.best = value
