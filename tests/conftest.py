@@ -32,6 +32,12 @@ def mnist_root() -> Path:
     return root
 
 
+def pytest_configure(config):
+    """One torch thread for the whole suite: the networks here are small (one thread is as fast), and on a
+    loaded 2-core machine two OpenMP threads per process spin against each other (a 20 s test took 6 min)."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Unit tests never touch the network: a download attempt fails fast, as when offline."""
