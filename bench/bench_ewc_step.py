@@ -19,6 +19,8 @@ from forgetless.benchmarks.base import BenchmarkInfo
 from forgetless.methods import create
 from forgetless.training import config_optimizer
 
+from common import timed
+
 FINISHED = (0, 1, 4, 9)  # tasks 1, 2, 5 and 10 of permuted MNIST
 
 
@@ -45,14 +47,7 @@ def make_step(method, x: torch.Tensor, y: torch.Tensor):
 
 
 def cpu_median(fn, repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.thread_time()
-        fn()
-        times.append(time.thread_time() - t0)
-    return statistics.median(times)
+    return timed(fn, repeat, warmup, clock=time.thread_time)
 
 
 def bench(args) -> list[dict]:

@@ -64,6 +64,22 @@ def synthetic_benchmark(scenario: str = "class", n_tasks: int = 3, classes_per_t
                                    scenario=scenario, seed=seed, name="synthetic")
 
 
+def learn_task_by_task(method, bench) -> list[list[torch.Tensor]]:
+    """Train ``method`` on every task of ``bench`` in order (fixed per-task generators), and after each task
+    record its test logits on every task seen so far: ``history[i][j]`` for task j after task i."""
+    from forgetless.training import Context
+
+    history = []
+    for i, task in enumerate(bench.tasks):
+        method.train()
+        method.learn(task, Context(generator=torch.Generator().manual_seed(100 + i), task_index=i,
+                                   n_tasks=len(bench.tasks)))
+        method.eval()
+        with torch.no_grad():
+            history.append([method.predict(t.test.inputs(), t.id) for t in bench.tasks[: i + 1]])
+    return history
+
+
 @pytest.fixture
 def tiny_bench():
     return synthetic_benchmark

@@ -13,7 +13,7 @@ from forgetless.nn.masks import masked_layers
 from forgetless.nn.taskwise import task_norms
 from forgetless.training import Context
 
-from conftest import synthetic_benchmark
+from conftest import learn_task_by_task, synthetic_benchmark
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,15 +39,7 @@ def bench():
 def _learn_all(name, bench, **overrides):
     torch.manual_seed(0)  # as the runner does before building the method
     method = methods.create(name, bench.info(), **{**CONFIGS[name], **overrides})
-    history = []
-    for i, task in enumerate(bench.tasks):
-        method.train()
-        method.learn(task, Context(generator=torch.Generator().manual_seed(100 + i), task_index=i,
-                                   n_tasks=len(bench.tasks)))
-        method.eval()
-        with torch.no_grad():
-            history.append([method.predict(t.test.inputs(), t.id) for t in bench.tasks[: i + 1]])
-    return method, history
+    return method, learn_task_by_task(method, bench)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

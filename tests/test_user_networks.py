@@ -13,9 +13,8 @@ from forgetless import methods, runner
 from forgetless.errors import ConfigError
 from forgetless.nn.masks import unit_gradient_factors
 from forgetless.nn.surgery import layer_sources
-from forgetless.training import Context
 
-from conftest import synthetic_benchmark
+from conftest import learn_task_by_task, synthetic_benchmark
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,15 +100,7 @@ def bench():
 def _learn_all(name, bench, backbone):
     torch.manual_seed(0)
     method = methods.create(name, bench.info(), backbone=backbone, **TINY[name])
-    history = []
-    for i, task in enumerate(bench.tasks):
-        method.train()
-        method.learn(task, Context(generator=torch.Generator().manual_seed(100 + i), task_index=i,
-                                   n_tasks=len(bench.tasks)))
-        method.eval()
-        with torch.no_grad():
-            history.append([method.predict(t.test.inputs(), t.id) for t in bench.tasks[: i + 1]])
-    return method, history
+    return method, learn_task_by_task(method, bench)
 
 
 def _accuracy(logits: torch.Tensor, task) -> float:
