@@ -217,3 +217,75 @@ def test_mnist_short_run_keeps_old_digit_generation(mnist_root):
     method.learn(tasks[1], ctx)
     assert torch.equal(method.generate(label, noise=noise), before)
     assert before.shape == (4, 1, 32, 32)
+
+
+# ------------------------------------------------------------------------------ issue 23: schedule, extensions
+
+def _mask_log(mode: str, **overrides) -> list[dict]:
+    """Every step's logged mask statistics of one task (32 samples, batch 2: 16 steps per epoch, 4 epochs)."""
+    import io
+    import json
+
+    method, tasks, _ = _learn("dgmw", n_tasks=1, batch_size=2, iterations=64, mask_schedule=mode, **overrides)
+    sink = io.StringIO()
+    ctx = Context(generator=torch.Generator().manual_seed(0), log_every=1, _log_file=sink)
+    method.learn(tasks[0], ctx)
+    return [r for r in map(json.loads, sink.getvalue().splitlines()) if "mask_sharpness" in r]
+
+
+def test_budget_mask_schedule_keeps_masks_changing_after_the_first_epoch():
+    # old reading (Eq. 3 over data epochs, embeddings at the generator's lr): masks are 0.5 for the whole first
+    # epoch and nearly binary right after it (mean |m - 0.5| > 0.46 of at most 0.5)
+    frozen = {r["step"]: r for r in _mask_log("epochs", lambda_ru=1.0)}
+    per_epoch = min(k for k, r in frozen.items() if r["mask_sharpness"] > 0.1)  # the second epoch's first step
+    assert 8 <= per_epoch <= 16 and frozen[per_epoch]["mask_sharpness"] > 0.46
+    # new default: soft after the first epoch, and the values keep moving until the end of the task
+    live = {r["step"]: r for r in _mask_log("budget", lambda_ru=1.0)}
+    first, last = live[per_epoch], live[63]
+    assert 0.1 < first["mask_sharpness"] < 0.45
+    assert last["mask_sharpness"] - first["mask_sharpness"] > 0.05
+    later = [live[k]["mask_mean"] for k in range(per_epoch, 64)]
+    assert len({round(m, 6) for m in later}) == len(later)  # a new mean mask value at every step
+
+
+EXTENSIONS = [{"classifier_ema": 0.9}, {"consolidation_steps": 5}, {"pseudo_selection": True, "select_every": 2}]
+
+
+@pytest.mark.parametrize("option", EXTENSIONS, ids=lambda o: next(iter(o)))
+def test_classifier_extensions_leave_the_generator_and_critic_untouched(option):
+    def trained(**extra):
+        method, tasks, ctx = _learn("dgmw", iterations=8, **extra)
+        for task in tasks:
+            method.learn(task, ctx)
+        return method, tasks
+
+    plain, tasks = trained()
+    other, _ = trained(**option)
+    noise = torch.randn(12, plain.config.nz, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(3).repeat_interleave(4)
+    assert torch.equal(plain.generate(labels, noise=noise), other.generate(labels, noise=noise))
+    for a, b in zip(plain.generator.state_dict().values(), other.generator.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(plain.discriminator.state_dict().values(), other.discriminator.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert plain.classifier is None and other.classifier is not None
+    x = torch.cat([t.test.inputs() for t in tasks])
+    assert not torch.equal(plain.predict(x), other.predict(x))  # only the classifier that predicts changed
+
+
+def test_selection_probes_measure_without_changing_the_run(tmp_path):
+    bench = synthetic_benchmark(n_tasks=3, classes_per_task=1, per_class=32)
+    off = runner.run("dgmw", bench, config={**TINY, "iterations": 8, "select_every": 0}, quiet=True)
+    on = runner.run("dgmw", bench, config={**TINY, "iterations": 8, "select_every": 3}, quiet=True,
+                    out=tmp_path / "run")
+    assert on["accuracy"] == off["accuracy"] and off["report"]["selection"] == []
+    readings = on["report"]["selection"]
+    assert [r["task"] for r in readings] == [1, 2, 3]
+    assert [c[0] for c in readings[0]["curve"]] == [3, 6, 8]  # every 3 steps and the last
+    for r, row in zip(readings, on["accuracy"], strict=True):
+        assert r["A_last"] == pytest.approx(sum(row) / len(row))  # the subsample holds the whole test split here
+        assert min(c[1] for c in r["curve"]) <= r["A_averaged"] <= max(c[1] for c in r["curve"])
+        assert r["A_released_selected"] == max(r["curve"], key=lambda c: c[2])[1]
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert '"probe_val_acc"' in log and '"event": "selection"' in log

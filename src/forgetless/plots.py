@@ -127,9 +127,10 @@ def run_plots(result: dict[str, Any], log: list[dict[str, Any]], out_dir: Path) 
         _save(fig, out_dir / "accuracy_curves.png")
         written.append(out_dir / "accuracy_curves.png")
 
+    plotted = ("loss", "penalty", "sparsity")
     keys = sorted({k for r in log if "step" in r for k, v in r.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and ("loss" in k or "penalty" in k
-                                                                                   or "sparsity" in k)})
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and (any(p in k for p in plotted) or k.startswith(("mask_", "probe_")))})
     if keys:
         fig, axes = plt.subplots(len(keys), 1, figsize=(6.5, 1.9 * len(keys) + 0.6), squeeze=False, sharex=True)
         for ax, key in zip(axes[:, 0], keys, strict=True):

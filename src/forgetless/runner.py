@@ -8,6 +8,7 @@ exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -109,6 +110,29 @@ def evaluate(method: mbase.Method, task: Task, info: BenchmarkInfo, after: int) 
     if infer is not None:
         result["task_inference"] = inferred_ok / max(n, 1)
     return result
+
+
+def _probe(method: mbase.Method, bench: Benchmark, info: BenchmarkInfo, after: int, device: torch.device):
+    """``Context.probe`` for task ``after``: accuracy on the val or test split of tasks 0..after (the first
+    ``per_class`` samples of each class when given), the runner's own evaluation; for diagnostics only."""
+    cache: dict[tuple[str, int | None], list[Task]] = {}
+
+    def probe(split: str, per_class: int | None = None) -> list[float]:
+        if split not in ("val", "test"):
+            raise ValueError(f"probe split must be val or test, got {split!r}")
+        key = (split, per_class)
+        if key not in cache:
+            tasks = []
+            for task in bench.tasks[: after + 1]:
+                part = getattr(task, split)
+                if per_class is not None:
+                    keep = torch.cat([torch.nonzero(part.y == c).flatten()[:per_class] for c in part.y.unique()])
+                    part = part.subset(torch.sort(keep).values)
+                tasks.append(dataclasses.replace(task, test=part).to(device))
+            cache[key] = tasks
+        return [evaluate(method, t, info, after)["accuracy"] for t in cache[key]]
+
+    return probe
 
 
 def measure_macs(method: mbase.Method, bench: Benchmark) -> int | None:
@@ -313,7 +337,8 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
                                 task_index=i, n_tasks=len(bench), progress=progress,
                                 out_dir=out_dir if rank == 0 else None, rank=rank,
                                 world_size=distributed.world_size(), log_every=log_every, _log_file=log_file,
-                                loggers=sinks, heartbeat=heartbeat)
+                                loggers=sinks, heartbeat=heartbeat,
+                                probe=(_probe(model, bench, info, i, device) if info.kind != "regression" else None))
             t0, c0 = time.perf_counter(), time.process_time()
             model.train()
             try:

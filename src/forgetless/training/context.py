@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,10 @@ class Context:
     _log_file: Any = None
     loggers: Sequence[Any] = ()  # forgetless.loggers backends fed with every record
     heartbeat: Any = None  # forgetless.loggers.Heartbeat when stderr is not a terminal
+    # diagnostics only (set by the runner): probe(split, per_class) -> the model's accuracy on split "val" or
+    # "test" of every task learned so far, this one included (at most per_class samples per class). It reads
+    # old tasks' real data, so a method may log what it returns but must never train or select on it.
+    probe: Callable[[str, int | None], list[float]] | None = None
 
     def log(self, **values: Any) -> None:
         """Append one record to log.jsonl (tensors are converted here, so call sites stay cheap) and stop the
