@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(VENV)/bin/forgetless compare --benchmark split-digits --scenario class \
-		--methods finetune,ewc,lwf,replay,icarl,joint --seeds 0,1,2 --out runs/demo --overwrite
+		--methods finetune,ewc,lwf,replay,icarl,joint --seeds 0,1,2 --jobs 2 --out runs/demo --overwrite
 
 test: setup
 	$(PY) -m pytest

@@ -116,6 +116,18 @@ def _reason(exc: BaseException) -> str:
     return text if isinstance(exc, ForgetlessError) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _ray_task(kwargs: dict[str, Any], threads: int) -> tuple[bool, Any]:
+    """A Ray task: as many torch threads as the CPUs it asked Ray for."""
+    _set_threads(threads)
+    return _task(kwargs)
+
+
 def _task(kwargs: dict[str, Any]) -> tuple[bool, Any]:
     """What each worker runs: ``(True, results)``, or ``(False, (reason, user_error))`` for an exception.
     Exceptions come back as values, so Ray retries only a worker that died, never a run that raised."""
@@ -241,7 +253,11 @@ def _local(job: dict[str, Any], label: str) -> dict[str, Any]:
 def _run_pool(jobs, pending, labels, results, progress, workers: int) -> None:
     import multiprocessing
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # each worker gets its share of the cores: N workers x torch's default threads would oversubscribe them,
+    # and OpenMP threads that spin against each other make every step crawl
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads,
+                             initargs=(threads,)) as pool:
         futures: dict[Future, int] = {pool.submit(_task, jobs[i]): i for i in pending}
         waiting = set(futures)
         while waiting:
@@ -277,11 +293,11 @@ def _run_ray(ray, jobs, pending, labels, results, progress, address, cpus_per_ru
     try:
         # max_retries: a worker that dies (killed, OOM, lost node) is retried once; exceptions come back as
         # values from _task, so a run that raised is never retried
-        remote = ray.remote(max_retries=1, retry_exceptions=False)(_task)
+        remote = ray.remote(max_retries=1, retry_exceptions=False)(_ray_task)
         refs = {}
         for i in pending:
             gpus = gpus_per_run if gpus_per_run is not None else int(str(jobs[i].get("device", "")).startswith("cuda"))
-            refs[remote.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(jobs[i])] = i
+            refs[remote.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(jobs[i], cpus_per_run)] = i
         waiting = list(refs)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
