@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                                 config=method_cfg, bench_options=bench_cfg, out=out, resume=args.resume,
                                 overwrite=args.overwrite, device=args.device, data_root=args.data_dir,
                                 evaluate_future=args.eval_future, keep_checkpoints=args.keep_checkpoints,
-                                quiet=args.quiet, log=args.log, log_every=args.log_every)
+                                quiet=args.quiet, log=args.log, log_every=args.log_every, release_data=True)
             if distributed.rank() == 0:
                 _print_result(result, out)
             return 0

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, checkpoint, distributed, fileio, loggers, metrics, provenance, rundir
+from . import __version__, benchmarks, checkpoint, data, distributed, fileio, loggers, metrics, provenance, rundir
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, DivergedError, ForgetlessError, RunExistsError
@@ -255,6 +255,7 @@ def run(
     log: str | Sequence[str] | None = None,
     log_every: int = 50,
     heartbeat_seconds: float = 30.0,
+    release_data: bool = False,
 ) -> dict[str, Any]:
     """Run ``method`` on ``benchmark`` and return the results dictionary (also written to ``out``).
 
@@ -275,6 +276,8 @@ def run(
     quiet = quiet or rank != 0  # only rank 0 prints and writes
     warm_up()
     bench, method_name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
+    if release_data:  # one run per process (the CLI): the decoded dataset is not needed once the tasks exist
+        data.clear_cache()
     distributed.check_method(method_name, model)
     out_dir = None if out is None else Path(out)
     if out_dir is None or rank != 0:  # the run directory is rank 0's: it alone locks and writes it

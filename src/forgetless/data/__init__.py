@@ -145,6 +145,12 @@ def _load_cached(name: str, root: str, download: bool) -> Dataset:
     return DATASETS[name](root, download)
 
 
+def clear_cache() -> None:
+    """Drop the decoded datasets kept for reuse (a single run needs them only while its benchmark is built:
+    the tasks hold their own copies)."""
+    _load_cached.cache_clear()
+
+
 def load(name: str, root: str | os.PathLike | None = None, download: bool = True) -> Dataset:
     """Load dataset ``name`` (decoded once per process; callers must not modify the tensors in place)."""
     if name not in DATASETS:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
 
 from ..errors import ChecksumError
@@ -14,6 +13,8 @@ from ..errors import ChecksumError
 def read_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """X is 32 x 32 x 3 x N uint8, y is N x 1 with label 10 standing for the digit 0."""
     try:
+        import scipy.io  # only when SVHN is read: importing scipy.io costs every other run ~10 MB
+
         mat = scipy.io.loadmat(path)
         x, y = mat["X"], mat["y"]
     except (ValueError, OSError, KeyError, TypeError) as exc:
