@@ -26,6 +26,9 @@ def git_state(path: Path) -> dict[str, Any] | None:
                               check=True).stdout.strip()
 
     try:
+        top = Path(git("rev-parse", "--show-toplevel"))
+        if not (top / "src" / "forgetless" / "__init__.py").is_file():
+            return None  # installed inside some other repository (a venv in a user's project): not our commit
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
