@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from . import fileio
+from . import fileio, runner
 from .errors import ConfigError
 from .sweep import RunsFailedError, finished_run, is_failure, run_many
 
@@ -41,7 +41,7 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     fail are marked in the table and summary.json, then :class:`sweep.RunsFailedError` is raised."""
     if not methods:
         raise ConfigError("--methods needs at least one method")
-    validate(benchmark, methods, scenario, config, bench_options, method_configs, run_kwargs.get("data_root"))
+    validate(benchmark, methods, scenario, config, bench_options, method_configs)
     out = Path(out)
     jobs = []
     for m in methods:
@@ -74,25 +74,16 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
 
 
 def validate(benchmark: str, methods: list[str], scenario: str, config: dict[str, Any] | None,
-             bench_options: dict[str, Any] | None, method_configs: dict[str, dict[str, Any]] | None,
-             data_root: str | None = None) -> None:
+             bench_options: dict[str, Any] | None, method_configs: dict[str, dict[str, Any]] | None) -> None:
     """Every method, scenario and key checked before any run starts (a typo must not surface after an hour of
-    training): the benchmark is built once and each method's config resolved on it."""
-    from . import benchmarks
-    from . import methods as registry
-
+    training)."""
     unknown = [m for m in (method_configs or {}) if m not in methods]
     if unknown:
         raise ConfigError(f"per-method options for {', '.join(unknown)}, which is not in --methods "
                           f"({', '.join(methods)})")
-    info = benchmarks.build(benchmark, scenario, 0, data_root, **(bench_options or {})).info()
     for m in methods:
-        if m not in registry.METHODS:
-            raise ConfigError(f"unknown method {m!r}; valid: {', '.join(sorted(registry.METHODS))}")
-        if scenario not in registry.METHODS[m].cls.scenarios:
-            raise ConfigError(f"method {m!r} does not support the {scenario} scenario; valid: "
-                              f"{', '.join(registry.METHODS[m].cls.scenarios)}")
-        registry.resolve_config(m, info, {**(config or {}), **((method_configs or {}).get(m, {}))})
+        runner.check_options(m, benchmark, scenario, {**(config or {}), **((method_configs or {}).get(m, {}))},
+                             bench_options)
 
 
 def cpu_seconds(result: dict[str, Any]) -> float | None:

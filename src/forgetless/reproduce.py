@@ -33,7 +33,7 @@ import yaml
 
 from . import fileio
 from .compare import mean_std
-from .errors import ConfigError, choices
+from .errors import ConfigError
 from .sweep import RunsFailedError, finished_run, is_failure, run_many
 
 PERCENT_METRICS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "task_inference_accuracy"}
@@ -124,34 +124,17 @@ def command(row: dict[str, Any], seed: int, out: Path) -> str:
 
 
 def check_row(row: dict[str, Any], seeds: list[int]) -> None:
-    """Refuse a row whose method, benchmark, scenario, --set / --bench keys and values or seeds are invalid, without
-    loading data or building a network, so neither --dry-run nor a long reproduction prints or starts runs that
-    would fail later. (Defaults a method derives from the benchmark are not applied here: keys and types are.)"""
-    from . import benchmarks
-    from . import config as cfg
-    from .benchmarks.base import check_scenario
-    from .methods import METHODS
-    from .runner import check_seed
+    """Refuse a row whose method, benchmark, scenario, keys, values or seeds are invalid
+    (:func:`runner.check_options`, no data loaded), so neither --dry-run nor a long reproduction prints or
+    starts runs that would fail later."""
+    from .runner import check_options, check_seed
 
-    where = f"row {row['label']!r}"
     try:
-        check_scenario(row["scenario"])
-        if row["method"] not in METHODS:
-            raise ConfigError(f"unknown method {row['method']!r}; valid: {choices(METHODS)}")
-        spec = benchmarks.BENCHMARKS.get(row["benchmark"])
-        if spec is None:
-            raise ConfigError(f"unknown benchmark {row['benchmark']!r}; valid: {choices(benchmarks.BENCHMARKS)}")
-        if row["scenario"] not in spec.scenarios:
-            raise ConfigError(f"benchmark {row['benchmark']!r} does not support scenario {row['scenario']!r}")
-        cls = METHODS[row["method"]].cls
-        if row["scenario"] not in cls.scenarios:
-            raise ConfigError(f"method {row['method']!r} does not support the {row['scenario']} scenario")
-        cfg.build(spec.options, row["bench"], what="--bench key", owner=row["benchmark"])
-        cfg.build(cls.Config, row["set"], what="--set key", owner=row["method"])
+        check_options(row["method"], row["benchmark"], row["scenario"], row["set"], row["bench"])
         for seed in seeds:
             check_seed(seed)
     except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise ConfigError(f"row {row['label']!r}: {err}") from None
 
 
 def _select_rows(rows: list[dict[str, Any]], only: str | None) -> list[dict[str, Any]]:

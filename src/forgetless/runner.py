@@ -26,7 +26,7 @@ import torch
 from . import __version__, benchmarks, checkpoint, data, distributed, fileio, loggers, metrics, provenance, rundir
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
-from .errors import ConfigError, DivergedError, ForgetlessError, RunExistsError
+from .errors import ConfigError, DivergedError, ForgetlessError, RunExistsError, choices
 from .methods import base as mbase
 from .training.divergence import check_parameters
 
@@ -171,6 +171,30 @@ def _build(method, benchmark, scenario: str, seed: int, config: dict[str, Any] |
     if backbone is not None:
         overrides["backbone"] = backbone
     return bench, method, mbase.create(method, bench.info(), **overrides)
+
+
+def check_options(method: str, benchmark: str, scenario: str, config: dict[str, Any] | None = None,
+                  bench_options: dict[str, Any] | None = None) -> None:
+    """Refuse a run whose method, benchmark, scenario or --set / --bench keys and values are invalid, without
+    loading data or building a network (compare and reproduce check every run before starting any). Defaults a
+    method derives from the benchmark are not applied here: they come from the code, keys and types are what
+    the user wrote."""
+    from .benchmarks.base import check_scenario
+
+    check_scenario(scenario)
+    if method not in mbase.METHODS:
+        raise ConfigError(f"unknown method {method!r}; valid: {choices(mbase.METHODS)}")
+    spec = benchmarks.BENCHMARKS.get(benchmark)
+    if spec is None:
+        raise ConfigError(f"unknown benchmark {benchmark!r}; valid: {choices(benchmarks.BENCHMARKS)}")
+    if scenario not in spec.scenarios:
+        raise ConfigError(f"benchmark {benchmark!r} does not support scenario {scenario!r}")
+    cls = mbase.METHODS[method].cls
+    if scenario not in cls.scenarios:
+        raise ConfigError(f"method {method!r} does not support the {scenario} scenario; valid: "
+                          f"{choices(cls.scenarios)}")
+    cfg.build(spec.options, bench_options or {}, what="--bench key", owner=benchmark)
+    cfg.build(cls.Config, config or {}, what="--set key", owner=method)
 
 
 def check_same_run(result: dict[str, Any], method, benchmark, *, scenario: str = "class", seed: int = 0,
