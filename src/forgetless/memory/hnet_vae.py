@@ -100,12 +100,12 @@ class HnetVAE(nn.Module):
     def sample(self, tasks: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One sample (pixels in [0, 1]) per entry of ``tasks`` (task indices of learned tasks)."""
         device = self.conditions.device
-        tasks = tasks.to(device)
+        tasks = tasks.cpu()  # the replay plan is the host's (no device reads per step); samples on the device
         out = torch.empty(len(tasks), *self.input_shape, device=device)
         present = torch.unique(tasks)
-        weights = self.hnet(self.hnet.embedding_matrix(present), truncate=False)
+        weights = self.hnet(self.hnet.embedding_matrix(present.to(device)), truncate=False)
         for w, t in zip(weights, present.tolist(), strict=True):
-            idx = torch.nonzero(tasks == t).flatten()
+            idx = torch.nonzero(tasks == t).flatten().to(device)
             z = torch.randn(len(idx), self.latent, generator=generator).to(device)
             z = torch.cat([z, self.conditions[t].expand(len(idx), -1)], dim=1)
             out[idx] = torch.sigmoid(self.decoder(z, w))

@@ -29,15 +29,17 @@ class AGEMConfig(TrainConfig):
     replay_batch_size: int | None = option(None, ge=1)  # reference batch; None: batch_size
 
 
-def project(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> bool:
-    """A-GEM's projection, in place: returns whether the gradient was projected."""
+def project(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
+    """A-GEM's projection, in place: returns whether the gradient was projected (a 0-d bool tensor).
+
+    Without a branch on the dot product (a host read per step): the scale is 0 when the gradient does not
+    conflict with the reference, and subtracting 0 * r leaves it exactly as it was."""
     dot = sum((g * r).sum() for g, r in zip(grads, reference, strict=True))
-    if dot >= 0:
-        return False
-    scale = dot / sum(r.pow(2).sum() for r in reference)
+    norm = sum(r.pow(2).sum() for r in reference)
+    scale = dot.clamp(max=0) / norm.clamp_min(torch.finfo(norm.dtype).tiny)
     for g, r in zip(grads, reference, strict=True):
         g.sub_(scale * r)
-    return True
+    return dot < 0
 
 
 @register("agem", "averaged gradient episodic memory: project gradients that would raise the memory's loss")
@@ -60,8 +62,8 @@ class AGEM(SequentialClassifier):
         loss = stored_sample_loss(self(x), y, tasks, self.info, ctx.task_index)
         reference = torch.autograd.grad(loss, params, allow_unused=True)
         pairs = [(p.grad, r) for p, r in zip(params, reference, strict=True) if r is not None]
-        if pairs and project([g for g, _ in pairs], [r for _, r in pairs]):
-            self.projections += 1
+        if pairs:  # counted on the device, read back only when reported
+            self.projections = self.projections + project([g for g, _ in pairs], [r for _, r in pairs]).long()
 
     def after_task(self, task: Task, ctx: Context) -> None:
         self.buffer.add_task(task.train, ctx.task_index, generator=ctx.generator)
@@ -71,4 +73,4 @@ class AGEM(SequentialClassifier):
                 "buffer_samples": len(self.buffer)}
 
     def report(self):
-        return {"projected_steps": self.projections}
+        return {"projected_steps": int(self.projections)}

@@ -184,7 +184,9 @@ class SparseLayer(nn.Module):
 
     def consolidate(self) -> None:
         """End of a task: its values join the frozen ones; nothing is trainable until the next allocation."""
-        self.frozen.view(self.n_units, -1)[self.index] = self.values.detach().view(len(self.index), -1)
+        # unit_size, not -1: a task that found no free connection has an empty index (and nothing to add)
+        self.frozen.view(self.n_units, self.unit_size)[self.index] = self.values.detach().view(len(self.index),
+                                                                                               self.unit_size)
         self.index = self.index[:0]
         self.values.data = self.values.data[:0]
         self.values.grad = None

@@ -7,12 +7,33 @@ the teacher's probability of a label it does not know is zero, as in van de Ven 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 
+def _host_labels(labels) -> tuple[int, ...]:
+    return tuple(int(v) for v in (labels.tolist() if isinstance(labels, torch.Tensor) else labels))
+
+
+@functools.lru_cache(maxsize=256)
+def _on_device(labels: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    # label sets are fixed per task: one host-to-device copy per set and device, not one per step
+    return torch.tensor(labels, dtype=torch.long, device=device)
+
+
 def _as_labels(labels, device) -> torch.Tensor:
-    return torch.as_tensor(labels, dtype=torch.long, device=device)
+    return _on_device(_host_labels(labels), torch.device(device))
+
+
+def _host_positions(labels, within) -> tuple[int, ...]:
+    """:func:`positions` for label lists known on the host (checked there, so no device read)."""
+    within, labels = _host_labels(within), _host_labels(labels)
+    index = {label: i for i, label in enumerate(within)}
+    if any(label not in index for label in labels):
+        raise ValueError("teacher labels must be a subset of the student labels")
+    return tuple(index[label] for label in labels)
 
 
 def positions(labels: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
@@ -34,7 +55,8 @@ def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, student_label
     t_labels = _as_labels(teacher_labels, student.device)
     log_q = F.log_softmax(student[:, s_labels] / temperature, dim=1)
     p = F.softmax(teacher.detach()[:, t_labels] / temperature, dim=1)
-    return -(p * log_q[:, positions(t_labels, s_labels)]).sum(1).mean() * temperature**2
+    where = _on_device(_host_positions(teacher_labels, student_labels), student.device)
+    return -(p * log_q[:, where]).sum(1).mean() * temperature**2
 
 
 def masked_soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, student_mask: torch.Tensor,
@@ -50,8 +72,8 @@ def hard_target_loss(student: torch.Tensor, teacher: torch.Tensor, student_label
     """Cross-entropy of the student, over its labels, against the teacher's most likely label."""
     s_labels = _as_labels(student_labels, student.device)
     t_labels = _as_labels(teacher_labels, student.device)
-    predicted = t_labels[teacher.detach()[:, t_labels].argmax(1)]
-    return F.cross_entropy(student[:, s_labels], positions(predicted, s_labels))
+    where = _on_device(_host_positions(teacher_labels, student_labels), student.device)  # teacher's -> student's
+    return F.cross_entropy(student[:, s_labels], where[teacher.detach()[:, t_labels].argmax(1)])
 
 
 def binary_soft_targets(teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -34,6 +34,27 @@ from .hypernetwork import HyperNetwork, with_ones
 
 # ---------------------------------------------------------------------------------------------- lookahead
 
+def host_steps(optimizer: torch.optim.Optimizer) -> dict[int, int]:
+    """Adam's step count per parameter (by id), kept on the host. A fused optimiser keeps ``state["step"]``
+    on the device, so reading it at every lookahead would stall the host on every step; this mirror is read
+    from the state once and then advanced by a step hook exactly as Adam advances it (parameters with a
+    gradient)."""
+    steps = getattr(optimizer, "_forgetless_host_steps", None)
+    if steps is None:
+        steps = {id(p): int(optimizer.state[p]["step"]) for g in optimizer.param_groups for p in g["params"]
+                 if "step" in optimizer.state.get(p, {})}
+
+        def advance(opt, *_):
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        steps[id(p)] = steps.get(id(p), 0) + 1
+
+        optimizer.register_step_post_hook(advance)
+        optimizer._forgetless_host_steps = steps
+    return steps
+
+
 @torch.no_grad()
 def optimizer_lookahead(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
                         out: Sequence[torch.Tensor | None] | None = None,
@@ -48,6 +69,7 @@ def optimizer_lookahead(optimizer: torch.optim.Optimizer, params: Sequence[torch
     out = list(out) if out is not None else [None] * len(params)
     scratch = scratch or {}
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    steps = host_steps(optimizer) if isinstance(optimizer, torch.optim.Adam) else {}
     result: list[torch.Tensor | None] = [None] * len(params)
     batches: dict[tuple[int, float], list[int]] = {}  # small Adam parameters sharing (group, step): foreach ops
     for i, p in enumerate(params):
@@ -60,7 +82,7 @@ def optimizer_lookahead(optimizer: torch.optim.Optimizer, params: Sequence[torch
         if isinstance(optimizer, torch.optim.Adam):
             if group.get("amsgrad"):
                 raise TypeError("the lookahead does not support Adam with amsgrad")
-            step = float(state["step"]) + 1 if "step" in state else 1.0
+            step = float(steps.get(id(p), 0) + 1)
             if i in scratch or out[i] is not None or "exp_avg" not in state:
                 result[i] = _adam_lookahead(p, grad, state, group, step, out[i], *scratch.get(i, (None, None)))
             else:

@@ -89,6 +89,7 @@ class TaskWeights(nn.Module):
             uniform = bool((fixed == fixed.reshape(-1)[0]).all())
             consts.append(None if learned or not uniform else float(fixed.reshape(-1)[0]))
         self.constants = tuple(consts)
+        self.learns_k = bool(self.k_learn.any())  # read here, once, not at every forward
 
     @property
     def frozen(self) -> bool:
@@ -96,7 +97,7 @@ class TaskWeights(nn.Module):
 
     def coefficients(self) -> torch.Tensor:
         """The k's, shape (4,) or (4, out_channels)."""
-        if not bool(self.k_learn.any()):
+        if not getattr(self, "learns_k", True):  # checkpoints from before the flag: where() gives the same k's
             return self.k_fixed
         return torch.where(self.k_learn, self.k, self.k_fixed)
 
