@@ -34,9 +34,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML file with 'set:' and/or 'bench:' mappings (flags win)")
     p.add_argument("--data-dir", help="data root (default: $FORGETLESS_DATA, then ~/.cache/forgetless)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: cuda when available)")
+    _amp_flag(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     _log_flags(p)
+
+
+def _amp_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--amp", default="none", help="none | bf16: bfloat16 autocast (methods that are not safe with it "
+                                                 "refuse; default: none)")
 
 
 def _log_flags(p: argparse.ArgumentParser) -> None:
@@ -97,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--bench", action="append", metavar="KEY=VALUE", help="benchmark override for every row")
     rep.add_argument("--data-dir")
     rep.add_argument("--device", default="auto")
+    _amp_flag(rep)
     _sweep_options(rep)
     rep.add_argument("--dry-run", action="store_true", help="print the commands only")
     rep.add_argument("--collect", action="store_true",
@@ -276,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                                 config=method_cfg, bench_options=bench_cfg, out=out, resume=args.resume,
                                 overwrite=args.overwrite, device=args.device, data_root=args.data_dir,
                                 evaluate_future=args.eval_future, keep_checkpoints=args.keep_checkpoints,
-                                quiet=args.quiet, log=args.log, log_every=args.log_every, release_data=True)
+                                quiet=args.quiet, log=args.log, log_every=args.log_every, release_data=True,
+                                amp=args.amp)
             if distributed.rank() == 0:
                 _print_result(result, out)
             return 0
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     bench_options=bench_cfg, method_configs=per_method, workers=args.jobs, sweep=_sweep(args),
                     overwrite=args.overwrite,
                     device=args.device, data_root=args.data_dir, quiet=args.quiet, log=args.log,
-                    log_every=args.log_every)
+                    log_every=args.log_every, amp=args.amp)
             print(f"written: {args.out}/table.md, summary.json, accuracy_matrices.png, accuracy_curves.png")
             return 0
         if args.command == "reproduce":
@@ -301,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                       overrides=parse_kv(args.set_, "--set"), bench_overrides=parse_kv(args.bench, "--bench"),
                       dry_run=args.dry_run, collect=args.collect, workers=args.jobs, sweep=_sweep(args),
                       device=args.device, data_root=args.data_dir, quiet=args.quiet, log=args.log,
-                      log_every=args.log_every)
+                      log_every=args.log_every, amp=args.amp)
             return 0
     except ForgetlessError as exc:
         # one line even when the message quotes a multi-line parser error (YAML's point at the bad column)

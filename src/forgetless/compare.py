@@ -41,7 +41,7 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
     fail are marked in the table and summary.json, then :class:`sweep.RunsFailedError` is raised."""
     if not methods:
         raise ConfigError("--methods needs at least one method")
-    validate(benchmark, methods, scenario, config, bench_options, method_configs)
+    validate(benchmark, methods, scenario, config, bench_options, method_configs, run_kwargs.get("amp", "none"))
     out = Path(out)
     jobs = []
     for m in methods:
@@ -74,7 +74,8 @@ def compare(benchmark: str, methods: list[str], seeds: list[int], out: str | Pat
 
 
 def validate(benchmark: str, methods: list[str], scenario: str, config: dict[str, Any] | None,
-             bench_options: dict[str, Any] | None, method_configs: dict[str, dict[str, Any]] | None) -> None:
+             bench_options: dict[str, Any] | None, method_configs: dict[str, dict[str, Any]] | None,
+             amp: str = "none") -> None:
     """Every method, scenario and key checked before any run starts (a typo must not surface after an hour of
     training)."""
     unknown = [m for m in (method_configs or {}) if m not in methods]
@@ -83,7 +84,7 @@ def validate(benchmark: str, methods: list[str], scenario: str, config: dict[str
                           f"({', '.join(methods)})")
     for m in methods:
         runner.check_options(m, benchmark, scenario, {**(config or {}), **((method_configs or {}).get(m, {}))},
-                             bench_options)
+                             bench_options, amp)
 
 
 def cpu_seconds(result: dict[str, Any]) -> float | None:

@@ -112,25 +112,26 @@ def is_percent(metric: str) -> bool:
     return metric in PERCENT_METRICS or bool(re.fullmatch(r"[AT]\d+", metric))
 
 
-def command(row: dict[str, Any], seed: int, out: Path) -> str:
+def command(row: dict[str, Any], seed: int, out: Path, amp: str = "none") -> str:
     parts = ["forgetless", "run", "--method", row["method"], "--benchmark", row["benchmark"], "--scenario",
              row["scenario"], "--seed", str(seed)]
     for flag, values in (("--set", row["set"]), ("--bench", row["bench"])):
         for k, v in values.items():
             v = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
             parts += [flag, f"{k}={v}"]
+    parts += ["--amp", amp] if amp != "none" else []
     parts += ["--out", str(out)]
     return shlex.join(parts)
 
 
-def check_row(row: dict[str, Any], seeds: list[int]) -> None:
+def check_row(row: dict[str, Any], seeds: list[int], amp: str = "none") -> None:
     """Refuse a row whose method, benchmark, scenario, keys, values or seeds are invalid
     (:func:`runner.check_options`, no data loaded), so neither --dry-run nor a long reproduction prints or
     starts runs that would fail later."""
     from .runner import check_options, check_seed
 
     try:
-        check_options(row["method"], row["benchmark"], row["scenario"], row["set"], row["bench"])
+        check_options(row["method"], row["benchmark"], row["scenario"], row["set"], row["bench"], amp)
         for seed in seeds:
             check_seed(seed)
     except ConfigError as err:
@@ -166,11 +167,11 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
         row["set"] = {**row["set"], **(overrides or {})}
         row["bench"] = {**row["bench"], **(bench_overrides or {})}
         row_seeds = seeds if seeds is not None else row["seeds"]
-        check_row(row, row_seeds)  # every row before the first command is printed or run
+        check_row(row, row_seeds, run_kwargs.get("amp", "none"))  # every row before the first command is printed or run
         row["commands"] = []
         for s in row_seeds:
             run_out = out / _slug(row["label"]) / f"seed-{s}"
-            row["commands"].append(command(row, s, run_out))
+            row["commands"].append(command(row, s, run_out, run_kwargs.get("amp", "none")))
             jobs.append(dict(method=row["method"], benchmark=row["benchmark"], scenario=row["scenario"], seed=s,
                              config=row["set"], bench_options=row["bench"], out=run_out, **run_kwargs))
             owners.append(row)

@@ -23,7 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, benchmarks, checkpoint, data, distributed, fileio, loggers, metrics, provenance, rundir
+from . import (
+    __version__,
+    benchmarks,
+    checkpoint,
+    data,
+    distributed,
+    fileio,
+    loggers,
+    metrics,
+    precision,
+    provenance,
+    rundir,
+)
 from . import config as cfg
 from .benchmarks.base import Benchmark, BenchmarkInfo, Task
 from .errors import ConfigError, DivergedError, ForgetlessError, RunExistsError, choices
@@ -174,7 +186,7 @@ def _build(method, benchmark, scenario: str, seed: int, config: dict[str, Any] |
 
 
 def check_options(method: str, benchmark: str, scenario: str, config: dict[str, Any] | None = None,
-                  bench_options: dict[str, Any] | None = None) -> None:
+                  bench_options: dict[str, Any] | None = None, amp: str = "none") -> None:
     """Refuse a run whose method, benchmark, scenario or --set / --bench keys and values are invalid, without
     loading data or building a network (compare and reproduce check every run before starting any). Defaults a
     method derives from the benchmark are not applied here: they come from the code, keys and types are what
@@ -194,12 +206,12 @@ def check_options(method: str, benchmark: str, scenario: str, config: dict[str, 
         raise ConfigError(f"method {method!r} does not support the {scenario} scenario; valid: "
                           f"{choices(cls.scenarios)}")
     cfg.build(spec.options, bench_options or {}, what="--bench key", owner=benchmark)
-    cfg.build(cls.Config, config or {}, what="--set key", owner=method)
+    precision.check(amp, method, cfg.build(cls.Config, config or {}, what="--set key", owner=method))
 
 
 def check_same_run(result: dict[str, Any], method, benchmark, *, scenario: str = "class", seed: int = 0,
                    config: dict[str, Any] | None = None, bench_options: dict[str, Any] | None = None,
-                   data_root: str | None = None, backbone=None, **_: Any) -> None:
+                   data_root: str | None = None, backbone=None, amp: str = "none", **_: Any) -> None:
     """Raise ConfigError if the finished run ``result`` was made with other settings than the run requested
     (reusing it would silently tabulate the wrong experiment). Options that one side does not know (added
     to forgetless after the run was made) are not compared."""
@@ -211,15 +223,18 @@ def check_same_run(result: dict[str, Any], method, benchmark, *, scenario: str =
     else:
         bench, name, model = _build(method, benchmark, scenario, seed, config, bench_options, data_root, backbone)
         resolved = mbase.config_dict(model)
-    want = json.loads(json.dumps(_identity(name, bench, seed, resolved), default=fileio.json_default))
-    if diffs := _diff({k: result.get(k) for k in want}, want, shared_only=True):
+    want = json.loads(json.dumps(_identity(name, bench, seed, resolved, amp), default=fileio.json_default))
+    have = {k: result.get(k) for k in want} | {"amp": result.get("amp", "none")}
+    if diffs := _diff(have, {**want, "amp": amp}, shared_only=True):
         raise ConfigError(f"the finished run there was made with other settings ({diffs}); "
                           "move it away (compare: --overwrite) or use another --out")
 
 
-def _identity(method_name: str, bench: Benchmark, seed: int, config: dict[str, Any]) -> dict[str, Any]:
+def _identity(method_name: str, bench: Benchmark, seed: int, config: dict[str, Any],
+              amp: str = "none") -> dict[str, Any]:
+    # "amp" only when it is not the default, so runs and checkpoints made before the option stay the same run
     return {"method": method_name, "benchmark": bench.name, "scenario": bench.scenario, "seed": seed,
-            "config": config, "benchmark_options": bench.options}
+            "config": config, "benchmark_options": bench.options, **({"amp": amp} if amp != "none" else {})}
 
 
 def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
@@ -280,6 +295,7 @@ def run(
     log_every: int = 50,
     heartbeat_seconds: float = 30.0,
     release_data: bool = False,
+    amp: str = "none",
 ) -> dict[str, Any]:
     """Run ``method`` on ``benchmark`` and return the results dictionary (also written to ``out``).
 
@@ -289,9 +305,11 @@ def run(
     being finite raises :class:`DivergedError` (results.json then says ``"diverged"``).
     ``log``: extra logging backends (``csv``, ``tensorboard``, ``wandb``; see :mod:`forgetless.loggers`), fed
     every ``log_every`` steps; when stderr is not a terminal (and not ``quiet``) a heartbeat line is printed
-    every ``heartbeat_seconds``.
+    every ``heartbeat_seconds``. ``amp``: ``"bf16"`` trains and evaluates under bfloat16 autocast
+    (:mod:`forgetless.precision`; methods that are not safe with it refuse).
     """
     check_seed(seed)
+    precision.check(amp, method if isinstance(method, str) else "", config=None)
     backends = loggers.parse(log)
     if log_every < 1 or not heartbeat_seconds > 0:
         raise ConfigError(f"--log-every must be >= 1 (got {log_every}) and the heartbeat interval > 0")
@@ -303,22 +321,23 @@ def run(
     if release_data:  # one run per process (the CLI): the decoded dataset is not needed once the tasks exist
         data.clear_cache()
     distributed.check_method(method_name, model)
+    precision.check(amp, method_name, getattr(model, "config", None), device)
     out_dir = None if out is None else Path(out)
     if out_dir is None or rank != 0:  # the run directory is rank 0's: it alone locks and writes it
         return _run(bench, method_name, model, device, seed, out_dir, resume, overwrite, evaluate_future,
-                    keep_checkpoints, quiet, backends, log_every, heartbeat_seconds, data_root)
+                    keep_checkpoints, quiet, backends, log_every, heartbeat_seconds, data_root, amp)
     with rundir.locked(out_dir):  # taken after the options are known good: a typo leaves no directory
         return _run(bench, method_name, model, device, seed, out_dir, resume, overwrite, evaluate_future,
-                    keep_checkpoints, quiet, backends, log_every, heartbeat_seconds, data_root)
+                    keep_checkpoints, quiet, backends, log_every, heartbeat_seconds, data_root, amp)
 
 
 def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.device, seed: int,
          out_dir: Path | None, resume: bool, overwrite: bool, evaluate_future: bool, keep_checkpoints: bool,
          quiet: bool, backends: Sequence[str] = (), log_every: int = 50, heartbeat_seconds: float = 30.0,
-         data_root: str | None = None) -> dict[str, Any]:
+         data_root: str | None = None, amp: str = "none") -> dict[str, Any]:
     rank = distributed.rank()
     info = bench.info()
-    identity = _identity(method_name, bench, seed, mbase.config_dict(model))
+    identity = _identity(method_name, bench, seed, mbase.config_dict(model), amp)
     progress = not quiet and sys.stderr.isatty()
 
     rows: list[list[float]] = []
@@ -355,7 +374,8 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
     if evaluate_future and start == 0 and not reference:
         # FWT's reference b_j: every task evaluated by the model before it has learned anything.
         seed_everything(task_seed(seed, -1))
-        reference = [evaluate(model, t.to(device), info, 0)[metric] for t in bench.tasks]
+        with precision.autocast(device, amp):
+            reference = [evaluate(model, t.to(device), info, 0)[metric] for t in bench.tasks]
     try:
         for i in range(start, len(bench)):
             task = bench.tasks[i]
@@ -369,7 +389,8 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
             t0, c0 = time.perf_counter(), time.process_time()
             model.train()
             try:
-                model.learn(task.to(device), ctx)
+                with precision.autocast(device, amp):
+                    model.learn(task.to(device), ctx)
             except RuntimeError as exc:  # torch's own overflow check (e.g. Adam's step size at lr=1e38)
                 if "overflow" not in str(exc):
                     raise
@@ -381,7 +402,8 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
             per_task_cpu.append(time.process_time() - c0)
             t0 = time.perf_counter()
             upto = len(bench) if evaluate_future else i + 1
-            results = [evaluate(model, bench.tasks[j].to(device), info, i) for j in range(upto)]
+            with precision.autocast(device, amp):
+                results = [evaluate(model, bench.tasks[j].to(device), info, i) for j in range(upto)]
             eval_seconds += time.perf_counter() - t0
             rows.append([r[metric] for r in results])
             if "task_inference" in results[0]:
@@ -507,6 +529,7 @@ def _results(identity, bench: Benchmark, rows, inference_rows, reference, per_ta
         "provenance": origin,
         "complete": complete,
         "world_size": distributed.world_size(),  # processes the run trained on (data-parallel when > 1)
+        "amp": identity.get("amp", "none"),  # bf16: trained and evaluated under bfloat16 autocast
     }
     if regression:
         result["mse"] = rows

@@ -99,7 +99,7 @@ class ICaRL(SequentialClassifier):
 
     def update_class_means(self, device) -> None:
         data = self.buffer.as_split()
-        feats = self.features(data, device)
+        feats = self.features(data, device).float()  # the means stay float32 under bf16 autocast
         y = data.y.to(device)
         sums = torch.zeros(self.info.n_outputs, feats.shape[1], device=device).index_add_(0, y, feats)
         self.has_mean = torch.bincount(y, minlength=self.info.n_outputs) > 0

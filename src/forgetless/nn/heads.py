@@ -26,8 +26,10 @@ class MultiHead(nn.Module):
         return getattr(self, f"labels_{task_id}")
 
     def forward(self, features: torch.Tensor, task_id: int | None = None, upto: int | None = None) -> torch.Tensor:
-        out = features.new_full((features.shape[0], self.n_outputs), float("-inf"))
         tasks = [task_id] if task_id is not None else range(len(self.heads) if upto is None else upto + 1)
-        for t in tasks:
-            out[:, self.labels(t)] = self.heads[t](features)
+        parts = [(self.labels(t), self.heads[t](features)) for t in tasks]
+        # the heads' dtype, not the features': under bfloat16 autocast a linear layer's output is bfloat16
+        out = parts[0][1].new_full((features.shape[0], self.n_outputs), float("-inf"))
+        for labels, logits in parts:
+            out[:, labels] = logits
         return out
