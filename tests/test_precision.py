@@ -70,8 +70,8 @@ def test_old_tasks_stay_bit_identical_under_bf16(name, bench):
 
 
 @pytest.mark.parametrize(("name", "config", "reason"), [
-    ("hnet", {}, "output regulariser"),
-    ("hnet-r", {}, "output regulariser"),
+    ("hnet-r", {}, "VAE replay"),
+    ("hnet-tir", {}, "VAE replay"),
     ("dgmw", {}, "gradient penalty"),
     ("dgr", {}, "VAE"),
     ("ccgn", {"memory": "generative"}, "memory=generative"),
@@ -86,7 +86,7 @@ def test_bad_amp_values_and_refusals_are_one_line_cli_errors(tmp_path, capsys):
     tiny = ["--benchmark", "split-digits", "--set", "iterations=2", "--out", str(tmp_path / "r")]
     assert cli.main(["run", "-m", "finetune", *tiny, "--amp", "fp8"]) == 2
     assert "--amp 'fp8' is not valid; valid: none, bf16" in capsys.readouterr().err
-    assert cli.main(["run", "-m", "hnet", *tiny, "--amp", "bf16"]) == 2
+    assert cli.main(["run", "-m", "hnet-r", *tiny, "--amp", "bf16"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not run with --amp bf16" in err
     assert not (tmp_path / "r").exists()  # refused before the run directory was made
@@ -113,3 +113,27 @@ def test_precision_is_recorded_and_part_of_the_runs_identity(tmp_path):
     (out / "results.json").write_text(json.dumps({**result, "complete": False}))
     with pytest.raises(ConfigError, match="different run"):
         runner.run("finetune", "split-digits", out=out, resume=True, **kw)
+
+
+def test_hnet_under_bf16_keeps_its_regulariser_in_float32_and_old_tasks():
+    """The target network computes in bfloat16; the output regulariser (targets, penalty, its gradient) in
+    float32, since it holds old tasks' generated weights to differences bfloat16 would round away."""
+    from forgetless.nn.hnet import OutputRegularizer
+
+    torch.manual_seed(0)
+    bench = synthetic_benchmark("task", n_tasks=2)
+    small = dict(iterations=60, batch_size=32, hidden=(32,), hnet_hidden=(10, 10), chunk_size=400, emb_dim=8,
+                 chunk_emb_dim=8, lr=5e-3)
+    model = methods.create("hnet", bench.info(), **small)
+    with precision.autocast(CPU, "bf16"):
+        history = learn_task_by_task(model, bench)
+    assert history[0][0].dtype == torch.bfloat16  # the target network did run in bfloat16
+    first = [h[0][:, :2].argmax(1) for h in history]  # task 0's own units, after task 0 and after task 1
+    assert torch.equal(first[1], first[0])  # task 0's decisions kept
+    assert (first[1] == bench.tasks[0].test.y).float().mean() > 0.9
+    reg = OutputRegularizer(beta=0.01)
+    with precision.autocast(CPU, "bf16"):
+        reg.begin_task(model.hnet)
+        inside = reg.penalty(model.hnet)
+    assert reg.targets(model.hnet).dtype == torch.float32 and inside.dtype == torch.float32
+    assert torch.equal(inside, reg.penalty(model.hnet))  # the same float32 number as without autocast

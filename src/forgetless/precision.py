@@ -4,14 +4,16 @@ Autocast runs matrix products and convolutions in bfloat16 and keeps parameters,
 state, reductions and everything a method computes elementwise (masks, gates, Fisher/importance, pruning
 and drop/grow scores) in float32. bfloat16 has float32's exponent range, so no loss scaling is needed.
 
-What bfloat16 cannot give is float32's mantissa (8 bits: a relative rounding of 2^-9). Methods whose
-guarantee is a small difference between two network outputs refuse (:data:`REFUSED`, with the reason);
-the rest were compared with float32 on the same seeds (tests/test_precision.py, docs in README).
+What bfloat16 cannot give is float32's mantissa (8 bits: a relative rounding of 2^-9). Where a method's
+guarantee is a small difference between two outputs, that part runs in float32 (:func:`float32`: the
+hypernetwork's output regulariser). Methods not validated under bfloat16 refuse (:data:`REFUSED`, with the
+reason); the rest were compared with float32 on the same seeds (tests/test_precision.py, README).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -20,12 +22,11 @@ from .errors import ConfigError
 
 CHOICES = ("none", "bf16")
 
-_HNET = ("the hypernetwork's output regulariser holds old tasks' generated weights to stored targets; bfloat16 "
-         "rounds both by 2^-9 relative, the size of the drift it exists to prevent")
+_HNET = "its hypernetwork-protected VAE replay is not validated in bfloat16 (hnet itself runs)"
 _GAN = ("its generative replay trains a WGAN-GP critic whose gradient penalty differentiates through the critic "
         "twice; not validated in bfloat16")
 REFUSED: dict[str, str] = {
-    "hnet": _HNET, "hnet-tir": _HNET, "hnet-r": _HNET,
+    "hnet-tir": _HNET, "hnet-r": _HNET,
     "dgmw": _GAN, "dgma": _GAN,
     "dgr": "its VAE replay is not validated in bfloat16", "dgr-distill": "its VAE replay is not validated in bfloat16",
 }
@@ -46,6 +47,19 @@ def check(amp: str, method_name: str, config: object | None = None, device: torc
         raise ConfigError(f"--amp {amp}: {torch.cuda.get_device_name(device)} has no bfloat16; use --amp none")
     if device is not None and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--amp {amp} runs on cpu or cuda, not {device.type}")
+
+
+def float32(fn):
+    """Decorator: ``fn`` runs with autocast off, so what it computes from float32 parameters is float32 (the
+    hypernetwork's output regulariser: its targets and the differences to them need float32's mantissa)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with contextlib.ExitStack() as stack:
+            for device in ("cpu", "cuda"):
+                if torch.is_autocast_enabled(device):
+                    stack.enter_context(torch.autocast(device_type=device, enabled=False))
+            return fn(*args, **kwargs)
+    return run
 
 
 @contextlib.contextmanager

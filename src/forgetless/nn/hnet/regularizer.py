@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ... import precision
 from .hypernetwork import HyperNetwork, with_ones
 
 # ---------------------------------------------------------------------------------------------- lookahead
@@ -190,6 +191,7 @@ class OutputRegularizer:
         return self.beta > 0 and self.embeddings is not None and len(self.embeddings) > 0
 
     @torch.no_grad()
+    @precision.float32
     def begin_task(self, hnet: HyperNetwork, past: Sequence[int] | None = None) -> None:
         """Fix the targets f_h(e_t, Theta*) for the past tasks (default: every stored embedding)."""
         past = list(range(hnet.n_tasks)) if past is None else list(past)
@@ -235,6 +237,7 @@ class OutputRegularizer:
             return self.embeddings, self._z_star
         return self.embeddings[index], self._z_star[index]
 
+    @precision.float32
     def penalty(self, hnet: HyperNetwork, theta: Sequence[torch.Tensor] | None = None,
                 index: torch.Tensor | None = None) -> torch.Tensor:
         """(1/|S|) sum_{t in S} ||f_h(e_t, Theta*) - f_h(e_t, theta)||^2 (without beta), differentiable."""
@@ -246,6 +249,7 @@ class OutputRegularizer:
         value, _ = _gram_parts(y, u, self._valid_columns(hnet), self._signs)
         return value / len(embs)
 
+    @precision.float32
     def backward(self, hnet: HyperNetwork, optimizer: torch.optim.Optimizer,
                  generator: torch.Generator | None = None) -> torch.Tensor | None:
         """Call after ``task_loss.backward()`` and before ``optimizer.step()``: adds beta * the gradient of the
