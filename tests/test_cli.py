@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from forgetless import reproduce
 from forgetless.cli import main
 
 QUICK = ["--set", "epochs=1", "--set", "hidden=16", "--quiet"]
@@ -241,3 +242,14 @@ def test_plot_draws_a_runs_matrix_curves_and_losses(tmp_path, capsys):
         assert (run / name).stat().st_size > 5_000, name
     assert main(["plot", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in reproduce.CONFIG_DIR.glob("*.yaml")))
+def test_every_packaged_config_states_its_runtime_and_dry_run_prints_it_once_per_run(name, capsys, tmp_path):
+    conf = reproduce.load_config(reproduce.find_config(name))
+    assert isinstance(conf.get("runtime"), str) and ("measured" in conf["runtime"]), name
+    result = reproduce.reproduce(name, out=tmp_path, dry_run=True)
+    out = capsys.readouterr().out.splitlines()
+    n_runs = len({(r["label"], s) for r in result["rows"] for s in r["seeds"]})
+    assert out[0] == f"# {result['runtime']}" and f"({n_runs} run" in out[0]
+    assert len(out) - 1 == n_runs == len(set(out[1:]))  # every run's command, each once

@@ -3,6 +3,7 @@
 A config is YAML::
 
     title: Split MNIST, Table 1 of von Oswald et al. (2020)
+    runtime: "measured: ~6 min per run on 2 CPU cores (docs/hnet.md)"   # printed by --dry-run and at the start
     source: 003_e0797c0d24809c92.txt, Table 1
     seeds: [0, 1, 2]
     metric: final_accuracy          # default metric of every row (see METRICS)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -176,10 +178,13 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
                              config=row["set"], bench_options=row["bench"], out=run_out, **run_kwargs))
             owners.append(row)
             labels.append(f"{row['label']} seed {s}")
+    runtime = expected_runtime(conf, len({str(j["out"]) for j in jobs}))  # rows of one label share their runs
     if dry_run:
-        for row in rows:
-            print("\n".join(row["commands"]))
-        return {"rows": rows}
+        print(f"# {runtime}")  # a comment: the output stays a runnable script
+        print("\n".join(dict.fromkeys(c for row in rows for c in row["commands"])))  # each run once
+        return {"rows": rows, "runtime": runtime}
+    if not run_kwargs.get("quiet"):
+        print(runtime, file=sys.stderr)
     results = ([finished_run(j["out"]) for j in jobs] if collect
                else run_many(jobs, workers, labels=labels, **(sweep or {})))
     failures = []
@@ -202,6 +207,12 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
     if failures:
         raise RunsFailedError(failures, len(jobs))
     return {"rows": rows, "table": table}
+
+
+def expected_runtime(conf: dict[str, Any], n_runs: int) -> str:
+    """The config's ``runtime`` line (what was measured, or why nothing was), with the number of runs asked."""
+    what = conf.get("runtime") or "not recorded for this config"
+    return f"expected runtime ({n_runs} run{'s' if n_runs != 1 else ''} selected): {what}"
 
 
 def _slug(label: str) -> str:
