@@ -22,11 +22,11 @@ from .errors import ConfigError
 
 CHOICES = ("none", "bf16")
 
-_HNET = "its hypernetwork-protected VAE replay is not validated in bfloat16 (hnet itself runs)"
+_HNET_VAE = "its hypernetwork-protected VAE replay is not validated in bfloat16 (hnet itself runs)"
 _GAN = ("its generative replay trains a WGAN-GP critic whose gradient penalty differentiates through the critic "
         "twice; not validated in bfloat16")
 REFUSED: dict[str, str] = {
-    "hnet-tir": _HNET, "hnet-r": _HNET,
+    "hnet-tir": _HNET_VAE, "hnet-r": _HNET_VAE,
     "dgmw": _GAN, "dgma": _GAN,
     "dgr": "its VAE replay is not validated in bfloat16", "dgr-distill": "its VAE replay is not validated in bfloat16",
 }
