@@ -11,9 +11,10 @@ backward. For a plain backward the two are the same arithmetic.
 
 What is not a gradient (importance estimates, masks, buffers, rewiring choices) is computed by every rank on
 the same full data with the same per-task generator, so it agrees without communication; at each task
-boundary :func:`broadcast_module` copies rank 0's parameters and buffers (batch-norm running statistics are
-the one thing that legitimately differs: each rank normalises its own shard). Methods whose training cannot
-be kept in step this way refuse (:data:`UNSUPPORTED`).
+boundary :func:`broadcast_module` copies rank 0's parameters and buffers (a safeguard: they already agree).
+Batch norm normalises the global batch on every rank (:mod:`forgetless.sync_batch_norm`, installed by
+:func:`init`), so networks with batch norm train as in one process. Methods whose training cannot be kept
+in step this way refuse (:data:`UNSUPPORTED`).
 
 With one process nothing here communicates and no process group exists: results are bit-identical to a run
 without this module.
@@ -32,6 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import sync_batch_norm
 from .errors import ConfigError
 
 # Methods that refuse world_size > 1, with why (the README's method table lists them).
@@ -75,7 +77,30 @@ def init(device: torch.device) -> torch.device:
         kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
         atexit.register(shutdown)
+    sync_batch_norm.install()  # every batch norm normalises the global batch, as in one process
     return device
+
+
+# (global batch rows, this rank, world) while a method trains on a shard cut by Context.batches
+_shard: tuple[int, int, int] | None = None
+
+
+def set_shard(global_rows: int | None, rank_: int = 0, world: int = 1) -> None:
+    """Record that the batch being trained on is rows ``rank_::world`` of ``global_rows`` (None: no shard)."""
+    global _shard
+    _shard = None if global_rows is None or world <= 1 else (global_rows, rank_, world)
+
+
+def per_sample_noise(shape: tuple[int, ...] | torch.Size, draw) -> torch.Tensor:
+    """``draw(shape)``, the random numbers of a training forward with one row per sample (CCGN's Gumbel gate
+    noise). On a shard of the global batch it draws the global batch's numbers and keeps this rank's rows: the
+    noise of one process, so the ranks' samples do not share noise (every rank would draw the same) and
+    the random stream stays where one process leaves it."""
+    if _shard is not None:
+        rows, r, world = _shard
+        if len(shape) and shape[0] == len(range(r, rows, world)):
+            return draw((rows, *shape[1:]))[r::world]
+    return draw(tuple(shape))
 
 
 def shutdown() -> None:

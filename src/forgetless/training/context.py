@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..benchmarks.base import Split
+from ..distributed import set_shard
 from ..errors import ConfigError
 from .divergence import check_logged
 
@@ -118,7 +119,11 @@ class Context:
                 if ws > 1:
                     x, y = x[self.rank :: ws].contiguous(), y[self.rank :: ws].contiguous()
                     share = len(y) / len(idx)
-                yield Batch(x, y, step, epoch, index, per_epoch, total, share)
+                    set_shard(len(idx), self.rank, ws)  # per-sample noise as one process draws it
+                try:
+                    yield Batch(x, y, step, epoch, index, per_epoch, total, share)
+                finally:
+                    set_shard(None)
                 step += 1
                 if bar is not None:
                     bar.update(1)

@@ -20,6 +20,7 @@ from typing import Literal
 
 import torch
 
+from ...distributed import per_sample_noise
 from ...errors import ConfigError, choices
 
 Surrogate = Literal["identity", "sigmoid"]
@@ -83,8 +84,9 @@ def gumbel_sigmoid_gate(logits: torch.Tensor, temperature: float = CCGN_TEMPERAT
     """
     if not training:
         return (logits > 0).to(logits.dtype)
-    if noise is None:
-        noise = logistic_noise(logits.shape, generator, logits.device, logits.dtype)
+    if noise is None:  # data-parallel: the global batch's noise, this rank's rows (distributed.per_sample_noise)
+        noise = per_sample_noise(logits.shape, lambda shape: logistic_noise(shape, generator, logits.device,
+                                                                            logits.dtype))
     return binarize(logits + noise, 0.0, "sigmoid", temperature)
 
 
