@@ -5,6 +5,10 @@
 1. **Every method briefly on CUDA**, beside the CPU run of the same seed: split MNIST, two tasks, a short
    budget (the same options on both devices). The accuracy matrices must be close, not equal (CUDA kernels
    sum in another order): the largest difference is printed per method and flagged above 5 points.
+   Beside them: the CUDA run under ``--amp bf16`` (methods that allow it), and the **host synchronisations
+   per step**: the CUDA run at two step budgets under ``torch.cuda.set_sync_debug_mode("warn")``, counting
+   torch's "synchronizing CUDA operation" warnings; what grows with the steps is a per-step sync (the CPU
+   test tests/test_host_sync.py cannot see syncs inside torch, e.g. ``nonzero`` or boolean indexing).
 2. **Steps per second** of a fine-tuning step through forgetless beside a plain PyTorch step of the same MLP
    and batch on the GPU (the ratio is the point).
 3. **Paper-budget reproductions** that fit in the remaining ``--budget-s`` seconds, each through
@@ -25,12 +29,13 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from forgetless import methods, runner
+from forgetless import methods, precision, runner
 
 # A short budget for every method, filtered per method to the options its config has.
 SHORT = {"iterations": 60, "epochs": 1, "batch_size": 64, "pretrain_iterations": 60, "pretrain_epochs": 1,
@@ -66,13 +71,44 @@ def compare_devices(data_dir: str, names: list[str], report: dict[str, Any], sav
                        for a, b in zip(ra, rb, strict=True))
             out["max_abs_difference"] = diff
             out["close"] = diff <= 0.05
+            if name not in precision.REFUSED:
+                bf16 = runner.run(name, "split-mnist", scenario=scenario, seed=0, config=short_config(name),
+                                  bench_options=bench, data_root=data_dir, device="cuda", quiet=True, amp="bf16")
+                out["bf16_max_abs_difference"] = max(
+                    abs(a - b) for ra, rb in zip(out["cuda"]["accuracy"], bf16["accuracy"], strict=True)
+                    for a, b in zip(ra, rb, strict=True))
+            out["syncs_per_step"] = syncs_per_step(name, scenario, bench, data_dir)
         except Exception as exc:  # a method that fails on CUDA is a finding, not the end of the check
             out["error"] = f"{type(exc).__name__}: {exc}"[:300]
         rows[name] = out
         save()
         shown = out.get("error") or (f"max |cpu - cuda| = {100 * out['max_abs_difference']:.2f} points"
-                                     + ("" if out["close"] else "  <-- NOT CLOSE"))
+                                     + ("" if out["close"] else "  <-- NOT CLOSE")
+                                     + f", syncs/step {out['syncs_per_step']}")
         print(f"{name:20s} {scenario:6s} {shown}", flush=True)
+
+
+def _count_syncs(name: str, scenario: str, bench: dict[str, Any], data_dir: str, steps: int) -> tuple[int, int]:
+    """(host synchronisations torch warned about, optimiser steps) in a short CUDA run of ``steps`` per task."""
+    config = {**short_config(name), **({"iterations": steps} if "iterations" in short_config(name) else {})}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            runner.run(name, "split-mnist", scenario=scenario, seed=0, config=config, bench_options=bench,
+                       data_root=data_dir, device="cuda", quiet=True)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    return syncs, steps * bench["n_tasks"]
+
+
+def syncs_per_step(name: str, scenario: str, bench: dict[str, Any], data_dir: str) -> float | None:
+    """Extra syncs per extra step between a 30- and a 60-step run (None for methods budgeted in epochs)."""
+    if "iterations" not in short_config(name):
+        return None
+    (a, n_a), (b, n_b) = (_count_syncs(name, scenario, bench, data_dir, s) for s in (30, 60))
+    return (b - a) / (n_b - n_a)
 
 
 def step_speed(report: dict[str, Any], save) -> None:
