@@ -21,6 +21,8 @@ from conftest import synthetic_benchmark
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"iterations": 4, "ngf": 2, "ndf": 4, "batch_size": 16}
+# the discriminator predicts, as in the paper (the classifier extensions off)
+PAPER_CLASSIFIER = {"classifier_ema": 0.0, "pseudo_selection": False, "consolidation_steps": 0}
 
 
 # ------------------------------------------------------------------------------------------ mask pieces
@@ -259,8 +261,8 @@ def test_classifier_extensions_leave_the_generator_and_critic_untouched(option):
             method.learn(task, ctx)
         return method, tasks
 
-    plain, tasks = trained()
-    other, _ = trained(**option)
+    plain, tasks = trained(**PAPER_CLASSIFIER)
+    other, _ = trained(**{**PAPER_CLASSIFIER, **option})
     noise = torch.randn(12, plain.config.nz, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(3).repeat_interleave(4)
     assert torch.equal(plain.generate(labels, noise=noise), other.generate(labels, noise=noise))
@@ -276,8 +278,9 @@ def test_classifier_extensions_leave_the_generator_and_critic_untouched(option):
 
 def test_selection_probes_measure_without_changing_the_run(tmp_path):
     bench = synthetic_benchmark(n_tasks=3, classes_per_task=1, per_class=32)
-    off = runner.run("dgmw", bench, config={**TINY, "iterations": 8, "select_every": 0}, quiet=True)
-    on = runner.run("dgmw", bench, config={**TINY, "iterations": 8, "select_every": 3}, quiet=True,
+    off = runner.run("dgmw", bench, config={**TINY, **PAPER_CLASSIFIER, "iterations": 8, "select_every": 0},
+                     quiet=True)
+    on = runner.run("dgmw", bench, config={**TINY, **PAPER_CLASSIFIER, "iterations": 8, "select_every": 3}, quiet=True,
                     out=tmp_path / "run")
     assert on["accuracy"] == off["accuracy"] and off["report"]["selection"] == []
     readings = on["report"]["selection"]
