@@ -58,5 +58,8 @@ def test_per_task_and_storage_metrics():
     assert reproduce._metric_value(result, "storage.params_ratio") == 1.25
     assert reproduce._metric_value(result, "storage.note") is None
     assert reproduce.is_percent("T2") and not reproduce.is_percent("storage.params_ratio")
+    readings = {"report": {"selection": [{"task": 1, "A_last": 1.0}, {"task": 2, "A_last": 0.75}]}}
+    assert reproduce._metric_value(readings, "selection.A_last") == 0.75  # the last task's probe reading
+    assert reproduce._metric_value(readings, "selection.A_ema") is None and reproduce.is_percent("selection.A_last")
     with pytest.raises(ConfigError, match="T<t>"):
         reproduce._metric_value(result, "X1")

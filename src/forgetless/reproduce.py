@@ -87,13 +87,16 @@ def load_config(path: Path) -> dict[str, Any]:
 
 def _metric_value(result: dict[str, Any], metric: str, check_only: bool = False) -> float | None:
     """``metric`` of one run; ``A5`` is the average accuracy over tasks 1..5 after task 5 (DGM's A_t);
-    ``T3`` the final accuracy on task 3 (per-task tables); ``storage.KEY`` an entry of the run's storage."""
+    ``T3`` the final accuracy on task 3 (per-task tables); ``storage.KEY`` an entry of the run's storage;
+    ``selection.KEY`` a reading of the last task in ``report.selection`` (DGM's probes: ``A_last``,
+    ``A_released_selected``, ...)."""
     m = re.fullmatch(r"A(\d+)", metric)
     per_task = re.fullmatch(r"T(\d+)", metric)
     stored = re.fullmatch(r"storage\.(\w+)", metric)
-    if not (m or per_task or stored) and metric not in PERCENT_METRICS | OTHER_METRICS:
+    reading = re.fullmatch(r"selection\.(\w+)", metric)
+    if not (m or per_task or stored or reading) and metric not in PERCENT_METRICS | OTHER_METRICS:
         valid = ", ".join(sorted(PERCENT_METRICS | OTHER_METRICS))
-        raise ConfigError(f"unknown metric {metric!r}; valid: A<t>, T<t>, storage.<key>, {valid}")
+        raise ConfigError(f"unknown metric {metric!r}; valid: A<t>, T<t>, storage.<key>, selection.<key>, {valid}")
     if check_only:
         return None
     if per_task:
@@ -103,6 +106,10 @@ def _metric_value(result: dict[str, Any], metric: str, check_only: bool = False)
     if stored:
         value = (result.get("storage") or {}).get(stored.group(1))
         return float(value) if isinstance(value, (int, float)) else None
+    if reading:
+        readings = (result.get("report") or {}).get("selection") or []
+        value = readings[-1].get(reading.group(1)) if readings else None
+        return float(value) if isinstance(value, (int, float)) else None
     if m:
         t = int(m.group(1))
         rows = result.get("accuracy") or []
@@ -111,7 +118,7 @@ def _metric_value(result: dict[str, Any], metric: str, check_only: bool = False)
 
 
 def is_percent(metric: str) -> bool:
-    return metric in PERCENT_METRICS or bool(re.fullmatch(r"[AT]\d+", metric))
+    return metric in PERCENT_METRICS or bool(re.fullmatch(r"[AT]\d+|selection\.A_\w+", metric))
 
 
 def command(row: dict[str, Any], seed: int, out: Path, amp: str = "none") -> str:
