@@ -164,7 +164,10 @@ class _Encoder:
             return node
         if t is set or t is frozenset:
             node = {TAG: t.__name__, "id": self._memo(obj)}
-            node["items"] = self._each(obj, lambda i, item: f"{{{item!r}}}")
+            # sorted: a set's iteration order depends on the process's string hashes, and checkpoints of the
+            # same state should be the same file (resumed and uninterrupted runs are compared that way)
+            ordered = sorted(obj, key=lambda item: (type(item).__name__, repr(item)))
+            node["items"] = self._each(ordered, lambda i, item: f"{{{item!r}}}")
             return node
         if t is collections.OrderedDict:
             node = {TAG: "odict", "id": self._memo(obj)}
