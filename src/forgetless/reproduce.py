@@ -172,15 +172,16 @@ def reproduce(name: str, out: str | Path | None = None, seeds: list[int] | None 
     if not rows:
         raise ConfigError(f"--only {only!r} matches no row; rows: {', '.join(r['label'] for r in conf['rows'])}")
     jobs, owners, labels = [], [], []
+    amp = run_kwargs.get("amp", "none")
     for row in rows:
         row["set"] = {**row["set"], **(overrides or {})}
         row["bench"] = {**row["bench"], **(bench_overrides or {})}
         row_seeds = seeds if seeds is not None else row["seeds"]
-        check_row(row, row_seeds, run_kwargs.get("amp", "none"))  # every row before the first command is printed or run
+        check_row(row, row_seeds, amp)  # every row before the first command is printed or run
         row["commands"] = []
         for s in row_seeds:
             run_out = out / _slug(row["label"]) / f"seed-{s}"
-            row["commands"].append(command(row, s, run_out, run_kwargs.get("amp", "none")))
+            row["commands"].append(command(row, s, run_out, amp))
             jobs.append(dict(method=row["method"], benchmark=row["benchmark"], scenario=row["scenario"], seed=s,
                              config=row["set"], bench_options=row["bench"], out=run_out, **run_kwargs))
             owners.append(row)
