@@ -8,7 +8,7 @@ import torch
 
 from forgetless import benchmarks, data
 from forgetless.benchmarks.base import Split, union
-from forgetless.benchmarks.transforms import Compose, PermutePixels, RandomCropFlip, ToFloat
+from forgetless.benchmarks.transforms import Compose, PermutePixels, RandomAffine, RandomCropFlip, ToFloat
 from forgetless.errors import ConfigError
 
 from conftest import synthetic_benchmark
@@ -151,6 +151,24 @@ def test_random_crop_flip_is_batchwise_and_seeded():
     flip_only = RandomCropFlip(pad=0, flip=True)(x, True, torch.Generator().manual_seed(0))
     for n in range(4):
         assert torch.equal(flip_only[n], x[n]) or torch.equal(flip_only[n], x[n].flip(2))
+
+
+def test_random_affine_moves_each_image_within_its_bounds_and_keeps_the_background():
+    x = torch.full((64, 1, 15, 15), -1.0)
+    x[:, :, 7, 7] = 1.0  # one bright pixel at the centre, which rotation about the centre does not move
+    shifted = RandomAffine(shift=2, degrees=0, fill=-1.0)(x, True, torch.Generator().manual_seed(0))
+    assert torch.equal(RandomAffine(2, 10, -1.0)(x, train=False), x)
+    assert torch.equal(shifted, RandomAffine(2, 0, -1.0)(x, True, torch.Generator().manual_seed(0)))  # seeded
+    assert torch.allclose(RandomAffine(2, 10, -1.0)(torch.full_like(x, -1.0), True), torch.full_like(x, -1.0))
+    mass = (shifted + 1).flatten(1)
+    assert torch.allclose(mass.sum(1), torch.full((64,), 2.0), atol=1e-4)  # bilinear moves, never loses, the dot
+    grid = torch.arange(15.0)
+    cy = ((shifted + 1).sum(3).squeeze(1) * grid).sum(1) / 2 - 7
+    cx = ((shifted + 1).sum(2).squeeze(1) * grid).sum(1) / 2 - 7
+    assert cy.abs().max() <= 2 + 1e-4 and cx.abs().max() <= 2 + 1e-4
+    assert len({round(float(v), 3) for v in cx}) > 32  # a shift of its own per image
+    turned = RandomAffine(shift=0, degrees=30, fill=-1.0)(x, True, torch.Generator().manual_seed(1))
+    assert torch.allclose(turned[:, :, 7, 7], torch.ones(64, 1), atol=1e-5)
 
 
 def test_pixel_permutation_and_normalisation():

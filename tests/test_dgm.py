@@ -14,6 +14,7 @@ from forgetless.memory.acgan import ACDiscriminator, conditioned_noise
 from forgetless.memory.plastic_generator import PlasticGenerator
 from forgetless.methods import create
 from forgetless.nn.masks import nested_anneal, reuse_weight
+from forgetless.rerun import rerun_task
 from forgetless.training import Context
 
 from conftest import synthetic_benchmark
@@ -274,6 +275,22 @@ def test_classifier_extensions_leave_the_generator_and_critic_untouched(option):
     assert plain.classifier is None and other.classifier is not None
     x = torch.cat([t.test.inputs() for t in tasks])
     assert not torch.equal(plain.predict(x), other.predict(x))  # only the classifier that predicts changed
+
+
+def test_rerunning_the_last_task_with_classifier_options_gives_the_whole_runs_row(tmp_path):
+    # what docs/dgm.md's re-runs of task 10 (bench/dgm_task_from_checkpoint.py) rest on
+    bench = synthetic_benchmark(n_tasks=3, classes_per_task=1, per_class=32)
+    base = {**TINY, **PAPER_CLASSIFIER, "iterations": 8, "select_every": 3}
+    changed = {"classifier_ema": 0.9, "pseudo_selection": True, "consolidation_steps": 5}
+    runner.run("dgmw", bench, config=base, out=tmp_path / "run", keep_checkpoints=True, quiet=True)
+    whole = runner.run("dgmw", bench, config={**base, **changed}, quiet=True)
+    model, _, _ = rerun_task(tmp_path / "run", 3, {k: str(v) for k, v in changed.items()}, benchmark=bench)
+    row = [runner.evaluate(model, t, bench.info(), 2)["accuracy"] for t in bench.tasks]
+    assert row == whole["accuracy"][2]
+    assert whole["accuracy"][2] != runner.run("dgmw", bench, config=base, quiet=True)["accuracy"][2]
+    (tmp_path / "run" / "checkpoints" / "task-1.pt").unlink()
+    with pytest.raises(ConfigError, match="task-1.pt is missing"):
+        rerun_task(tmp_path / "run", 2, benchmark=bench)
 
 
 def test_selection_probes_measure_without_changing_the_run(tmp_path):

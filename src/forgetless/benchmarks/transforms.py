@@ -127,3 +127,25 @@ class Invert(Transform):
 
     def __call__(self, x, train=False, generator=None):
         return 1.0 - x
+
+
+class RandomAffine(Transform):
+    """Random translation (up to ``shift`` pixels per axis) and rotation (up to ``degrees``) of every image,
+    drawn per sample and applied with one bilinear resampling; the uncovered border takes ``fill`` (the
+    images' background, e.g. -1 for tanh-range digits)."""
+
+    def __init__(self, shift: float = 2.0, degrees: float = 10.0, fill: float = 0.0) -> None:
+        self.shift, self.degrees, self.fill = shift, degrees, fill
+
+    def __call__(self, x, train=False, generator=None):
+        if not train or not (self.shift or self.degrees):
+            return x
+        n, _, h, w = x.shape
+        angle = (torch.rand(n, generator=generator) * 2 - 1) * (self.degrees * torch.pi / 180)
+        # affine_grid works in [-1, 1] coordinates: a pixel is 2 / size of them
+        move = (torch.rand(n, 2, generator=generator) * 2 - 1) * self.shift * torch.tensor([2 / w, 2 / h])
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
+        grid = torch.nn.functional.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        moved = torch.nn.functional.grid_sample(x - self.fill, grid, align_corners=False, padding_mode="zeros")
+        return moved + self.fill
