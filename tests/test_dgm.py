@@ -289,7 +289,7 @@ def test_rerunning_the_last_task_with_classifier_options_gives_the_whole_runs_ro
     assert row == whole["accuracy"][2]
     assert whole["accuracy"][2] != runner.run("dgmw", bench, config=base, quiet=True)["accuracy"][2]
     (tmp_path / "run" / "checkpoints" / "task-1.pt").unlink()
-    with pytest.raises(ConfigError, match="task-1.pt is missing"):
+    with pytest.raises(ConfigError, match=r"task-1\.pt is missing"):
         rerun_task(tmp_path / "run", 2, benchmark=bench)
 
 
