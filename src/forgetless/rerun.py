@@ -47,8 +47,7 @@ def rerun_task(run_dir: str | Path, task: int, overrides: dict[str, Any] | None 
         model.config = config.build(type(model.config), {**config.to_dict(model.config), **overrides})
     device = torch.device("cpu")
     info = bench.info()
-    runner.seed_everything(runner.task_seed(seed, i))
-    ctx = mbase.Context(device=device, generator=torch.Generator().manual_seed(runner.task_seed(seed, i)),
+    ctx = mbase.Context(device=device, generator=runner.task_generator(seed, i),
                         task_index=i, n_tasks=len(bench), probe=runner._probe(model, bench, info, i, device))
     model.train()
     start = time.process_time()

@@ -56,6 +56,13 @@ def task_seed(seed: int, task_index: int) -> int:
     return (seed * 1_000_003 + task_index * 7919 + 17) % 2**62
 
 
+def task_generator(seed: int, task_index: int) -> torch.Generator:
+    """Seed the global streams for task ``task_index`` of a run and return the task's own generator
+    (``Context.generator``): what makes a resumed or re-run task (``forgetless.rerun``) equal the original."""
+    seed_everything(task_seed(seed, task_index))
+    return torch.Generator().manual_seed(task_seed(seed, task_index))
+
+
 DEVICE_SYNTAX = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -379,8 +386,7 @@ def _run(bench: Benchmark, method_name: str, model: mbase.Method, device: torch.
     try:
         for i in range(start, len(bench)):
             task = bench.tasks[i]
-            seed_everything(task_seed(seed, i))
-            ctx = mbase.Context(device=device, generator=torch.Generator().manual_seed(task_seed(seed, i)),
+            ctx = mbase.Context(device=device, generator=task_generator(seed, i),
                                 task_index=i, n_tasks=len(bench), progress=progress,
                                 out_dir=out_dir if rank == 0 else None, rank=rank,
                                 world_size=distributed.world_size(), log_every=log_every, _log_file=log_file,
