@@ -89,9 +89,10 @@ def test_dgma_growth_adds_one_unit_per_reserved_unit():
     assert [m.sum().item() for m in gen.task_masks[0]] == [3, 0, 2]
 
 
-@pytest.mark.parametrize("mode", ["weight", "unit"])
-def test_reserved_weights_get_no_gradient(mode):
-    gen = PlasticGenerator(mode, nz=6, ngf=2, channels=1)
+@pytest.mark.parametrize(("mode", "mask_at"), [("weight", "activation"), ("unit", "activation"),
+                                               ("unit", "conv_output")])
+def test_reserved_weights_get_no_gradient(mode, mask_at):
+    gen = PlasticGenerator(mode, nz=6, ngf=2, channels=1, unit_mask_at=mask_at)
     gen.begin_task()
     with torch.no_grad():
         for emb in gen.embeddings:  # both reserved and free entries in every layer
@@ -109,6 +110,9 @@ def test_reserved_weights_get_no_gradient(mode):
         assert (factor < 1).any()  # something is reserved
         assert torch.all(w.grad[factor == 0] == 0)
         assert (w.grad[factor == 1] != 0).any()
+        if mask_at == "conv_output":  # a masked unit is not 0 before its batch norm: no weight into a reserved one
+            reserved = gen.cumulated[k].bool()
+            assert torch.all(factor[:, reserved] == 0)
 
 
 # ---------------------------------------------------------------------------------------------- methods
@@ -122,9 +126,9 @@ def _learn(method_name: str, n_tasks: int = 3, **overrides):
     return method, list(bench), ctx
 
 
-@pytest.mark.parametrize("name", ["dgmw", "dgma"])
-def test_old_class_generation_is_unchanged_after_new_classes(name):
-    method, tasks, ctx = _learn(name)
+@pytest.mark.parametrize(("name", "mask_at"), [("dgmw", None), ("dgma", "activation"), ("dgma", "conv_output")])
+def test_old_class_generation_is_unchanged_after_new_classes(name, mask_at):
+    method, tasks, ctx = _learn(name, **({} if mask_at is None else {"mask_at": mask_at}))
     noise = torch.randn(6, method.config.nz, generator=torch.Generator().manual_seed(1))
     labels = torch.zeros(6, dtype=torch.long)
     method.learn(tasks[0], ctx)
@@ -140,8 +144,11 @@ def test_old_class_generation_is_unchanged_after_new_classes(name):
         if name == "dgmw":  # a mask entry per weight of task 1's widths
             rows, cols = mask.shape[:2]
             used = mask
-        else:  # unit masks: a weight is task 1's when both of its units are (HAT's min(pre, post))
+        else:  # unit masks: a weight is task 1's when both of its units are (HAT's min(pre, post)) or, masks
+            # before batch norm, when it goes into one of task 1's units
             pre = masks[k - 1] if k > 0 else torch.ones(method.config.nz, dtype=torch.bool)
+            if mask_at == "conv_output":
+                pre = torch.ones_like(pre)
             rows, cols = len(pre), len(mask)
             used = pre[:, None] & mask[None, :]
         checked += int(used.sum())

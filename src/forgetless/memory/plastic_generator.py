@@ -29,6 +29,7 @@ from ..nn.masks import SigmoidMask, block_gradients_, sparsity_regularizer, unit
 from .acgan import dcgan_init_
 
 MODES = ("weight", "unit")
+UNIT_MASK_AT = ("conv_output", "activation")
 KERNEL = 4
 STRIDES = (1, 2, 2)
 PADDINGS = (0, 1, 1)
@@ -41,19 +42,30 @@ def _normal(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.
 class PlasticGenerator(nn.Module):
     """``mode="weight"`` (DGMw: a mask entry per weight) or ``"unit"`` (DGMa: per output channel).
 
+    ``unit_mask_at`` (DGMa): ``"conv_output"`` masks a layer's convolution output before its batch norm (the
+    released code; Eq. 1's ``(m o W)^T x`` with the mask expanded over W's columns). A masked unit then outputs
+    the constant ReLU(BN(0)) of its task, not 0, so a weight out of it is not safe to change either: every
+    weight *into* a reserved unit is frozen (HAT's ``min(pre, post)`` would let later tasks shift what old
+    tasks generate). ``"activation"`` masks after batch norm and ReLU (a masked unit is exactly 0, so HAT's
+    ``min(pre, post)`` rule is exact).
+
     Life cycle per task: :meth:`begin_task` (new batch norms, output layer and zero mask embeddings:
     masks 0.5), training steps (``forward(z, task, s)``, :meth:`regularizer`, :meth:`block_gradients`,
     :meth:`compensate`), :meth:`end_task` (binary masks, cumulated mask, growth).
     """
 
     def __init__(self, mode: Literal["weight", "unit"], nz: int = 128, ngf: int = 6, channels: int = 1,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None,
+                 unit_mask_at: Literal["conv_output", "activation"] = "activation") -> None:
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"generator mask mode {mode!r} is not valid; valid: {', '.join(MODES)}")
+        if unit_mask_at not in UNIT_MASK_AT:
+            raise ConfigError(f"unit_mask_at {unit_mask_at!r} is not valid; valid: {', '.join(UNIT_MASK_AT)}")
         if nz < 1 or ngf < 1:
             raise ConfigError(f"nz and ngf must be >= 1, got nz={nz}, ngf={ngf}")
         self.mode = mode
+        self.unit_mask_at = unit_mask_at
         self.nz = nz
         self.channels = channels
         widths = (4 * ngf, 2 * ngf, ngf)
@@ -116,10 +128,13 @@ class PlasticGenerator(nn.Module):
             w = self.weights[k][: ins[k], : widths[k]]
             if self.mode == "weight":
                 w = w * masks[k]
-            x = F.relu(self.norms[task][k](F.conv_transpose2d(x, w, stride=STRIDES[k], padding=PADDINGS[k])))
-            if self.mode == "unit":
-                # after batch norm and ReLU, so a masked unit is exactly 0 (before batch norm it would be beta)
-                x = x * masks[k].view(1, -1, 1, 1)
+            x = F.conv_transpose2d(x, w, stride=STRIDES[k], padding=PADDINGS[k])
+            unit = masks[k].view(1, -1, 1, 1) if self.mode == "unit" else None
+            if unit is not None and self.unit_mask_at == "conv_output":
+                x = x * unit
+            x = F.relu(self.norms[task][k](x))
+            if unit is not None and self.unit_mask_at == "activation":
+                x = x * unit
         return torch.tanh(self.heads[task](x))
 
     # ----------------------------------------------------------------------------------------- training
@@ -163,7 +178,8 @@ class PlasticGenerator(nn.Module):
             return [1 - c for c in self.cumulated]
         factors = []
         for k, w in enumerate(self.weights):
-            pre = self.cumulated[k - 1] if k > 0 else None
+            # conv_output: a masked input unit is not 0 for its old tasks, so weights into reserved units freeze
+            pre = self.cumulated[k - 1] if k > 0 and self.unit_mask_at == "activation" else None
             # unit_weight_mask works on (out, in, ...) layouts; a transposed convolution's weight is (in, out, ...)
             shape = (w.shape[1], w.shape[0], *w.shape[2:])
             factors.append(1 - unit_weight_mask(self.cumulated[k], pre, shape).transpose(0, 1).contiguous())

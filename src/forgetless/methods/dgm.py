@@ -136,6 +136,9 @@ class DGMaConfig(DGMConfig):
     s_max: float = 1e5
     lambda_ru: float = 0.01
     local_anneal: bool = False  # Sec. 3.1: "DGMa only features global annealing of s"
+    # where a unit's mask acts: conv_output (before batch norm: the released code, Eq. 1) or activation (after
+    # batch norm and ReLU); docs/dgm.md, "Where DGMa's unit mask acts"
+    mask_at: Literal["conv_output", "activation"] = option("activation", source="docs/dgm.md")
 
 
 class DGM(Method):
@@ -156,7 +159,7 @@ class DGM(Method):
         if info.n_outputs > self.config.nz:
             raise ConfigError(f"nz={self.config.nz} must be >= the number of labels ({info.n_outputs})")
         self.channels = int(shape[0])
-        self.generator = PlasticGenerator(self.mode, self.config.nz, self.config.ngf, self.channels)
+        self.generator = self._new_generator()
         self.discriminator = self._new_discriminator()
         # with only r set (buffer_size 0) every task keeps the fraction r of its samples: no cap
         capacity = None if self.config.buffer_size == 0 else buffer_capacity(self.config.buffer_size)
@@ -169,6 +172,9 @@ class DGM(Method):
 
     def _stores_real(self) -> bool:
         return self.config.buffer_size != 0 or self.config.real_ratio > 0
+
+    def _new_generator(self) -> PlasticGenerator:
+        return PlasticGenerator(self.mode, self.config.nz, self.config.ngf, self.channels)
 
     def _new_discriminator(self) -> ACDiscriminator:
         return ACDiscriminator(self.channels, self.info.n_outputs, self.config.ndf, self.config.image_size,
@@ -497,6 +503,10 @@ class DGMw(DGM):
 class DGMa(DGM):
     Config = DGMaConfig
     mode = "unit"
+
+    def _new_generator(self) -> PlasticGenerator:
+        return PlasticGenerator(self.mode, self.config.nz, self.config.ngf, self.channels,
+                                unit_mask_at=self.config.mask_at)
 
 
 @torch.no_grad()
