@@ -137,7 +137,8 @@ class DGMaConfig(DGMConfig):
     lambda_ru: float = 0.01
     local_anneal: bool = False  # Sec. 3.1: "DGMa only features global annealing of s"
     # where a unit's mask acts: conv_output (before batch norm: the released code, Eq. 1) or activation (after
-    # batch norm and ReLU); docs/dgm.md, "Where DGMa's unit mask acts"
+    # batch norm and ReLU); in the CPU budget conv_output loses the generator by task 3 with either mask
+    # schedule (docs/dgm.md, "DGMa: the unit mask before batch norm")
     mask_at: Literal["conv_output", "activation"] = option("activation", source="docs/dgm.md")
 
 
