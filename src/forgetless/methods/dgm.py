@@ -174,8 +174,8 @@ class DGM(Method):
     def _stores_real(self) -> bool:
         return self.config.buffer_size != 0 or self.config.real_ratio > 0
 
-    def _new_generator(self) -> PlasticGenerator:
-        return PlasticGenerator(self.mode, self.config.nz, self.config.ngf, self.channels)
+    def _new_generator(self, **options: Any) -> PlasticGenerator:
+        return PlasticGenerator(self.mode, self.config.nz, self.config.ngf, self.channels, **options)
 
     def _new_discriminator(self) -> ACDiscriminator:
         return ACDiscriminator(self.channels, self.info.n_outputs, self.config.ndf, self.config.image_size,
@@ -505,9 +505,8 @@ class DGMa(DGM):
     Config = DGMaConfig
     mode = "unit"
 
-    def _new_generator(self) -> PlasticGenerator:
-        return PlasticGenerator(self.mode, self.config.nz, self.config.ngf, self.channels,
-                                unit_mask_at=self.config.mask_at)
+    def _new_generator(self, **options: Any) -> PlasticGenerator:
+        return super()._new_generator(unit_mask_at=self.config.mask_at, **options)
 
 
 @torch.no_grad()
